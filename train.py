@@ -1,0 +1,363 @@
+"""Train the seed's CNN on MNIST and keep everything a run needs to be trusted and resumed.
+
+    python train.py                      # the default recipe, into runs/default
+    python train.py --epochs 2           # a quick model (about 99% on the test set)
+    python train.py --resume             # continue the run in --run-dir after a crash or Ctrl-C
+
+The run directory gets config.json, history.csv, last.pt (every epoch), best.pt (best validation
+accuracy) and the accuracy and loss plots. Checkpoints are chosen on a validation split carved from
+the training set; the test set is left to evaluate.py.
+"""
+
+import argparse
+import csv
+import ctypes
+import json
+import math
+import pickle
+import platform
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from tqdm import tqdm
+
+import data
+from model import CNN
+
+DEFAULT_RUN_DIR = "runs/default"
+CHECKPOINT_FORMAT = "mnist-cnn-checkpoint-v1"
+HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+# Options that only say where and how to run; everything else defines the run and is kept on resume.
+RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
+
+
+class RunError(RuntimeError):
+    """A problem the user can fix; main prints it as one line and exits non-zero."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad option gets one line naming it, not the whole usage text."""
+
+    def __init__(self, doc):
+        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+    return parse
+
+
+def parse_args(argv=None):
+    p = Parser(__doc__)
+    p.add_argument("--epochs", type=positive(int), default=6, help="passes over the training split (default: 6)")
+    p.add_argument("--batch-size", type=positive(int), default=256, help="images per step (default: 256)")
+    p.add_argument("--lr", type=positive(float), default=3e-3,
+                   help="peak learning rate of the one-cycle schedule (default: 3e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation (default: 0)")
+    p.add_argument("--val-size", type=positive(int), default=5000,
+                   help="training images held out for validation (default: 5000)")
+    p.add_argument("--subset", type=positive(int), default=None,
+                   help="train on only this many images (and validate on at most as many): quick trials and tests")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="turn off the random rotation/scale/shift of training images")
+    p.add_argument("--target-acc", type=float, default=None,
+                   help="stop once validation accuracy reaches this fraction, e.g. 0.99")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to train (default: auto = cuda, then mps, then cpu)")
+    p.add_argument("--data-dir", default="data", help="where MNIST is kept (default: ./data; fetched if missing)")
+    p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"where this run is written (default: {DEFAULT_RUN_DIR})")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from its last.pt, with that run's own settings")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if --run-dir holds a run")
+    args = p.parse_args(argv)
+    if args.target_acc is not None and not 0 < args.target_acc <= 1:
+        p.error(f"--target-acc must be a fraction in (0, 1], got {args.target_acc}")
+    return args
+
+
+def pick_device(name="auto"):
+    """The torch device to use: `auto` takes CUDA, then Apple's MPS, then the CPU."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise RunError(f"--device {name} was asked for, but this machine has none; use --device auto or cpu")
+    return torch.device(name)
+
+
+def keep_freed_memory_mapped():
+    """Stop glibc from handing big freed blocks back to the OS after every step.
+
+    Otherwise each step's activations are page-faulted in afresh, which costs about a fifth of a CPU
+    training step here. Harmless where it does not apply (not Linux, not glibc).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 << 20)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(path, checkpoint):
+    with data.atomic_write(path) as f:
+        torch.save(checkpoint, f)
+
+
+def load_checkpoint(path, device="cpu"):
+    """Load one of our checkpoints safely (weights_only) or raise RunError saying what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"no checkpoint at {path}; train one with `python train.py` or pass --checkpoint")
+    if not path.is_file():
+        raise RunError(f"{path} is not a file; pass the path of a .pt checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"it would import {found.group(1)}" if found else "it holds more than tensors and plain values"
+        raise RunError(f"{path} is not a safe checkpoint ({what}); refusing to load it") from None
+    except Exception as e:  # torch raises many kinds for a damaged file; the first line says enough
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise RunError(f"{path} is not a loadable checkpoint (corrupt or truncated: {reason})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{path} is not a checkpoint written by this repo's train.py")
+    return checkpoint
+
+
+def load_model(checkpoint, device="cpu"):
+    """The CNN with the checkpoint's weights, in eval mode; RunError if the shapes are not the seed's."""
+    model = CNN()
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        reason = str(e).strip().splitlines()[0][:160]
+        raise RunError(f"the checkpoint holds a different model than model.py's CNN ({reason})") from None
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and validation
+
+
+@torch.inference_mode()
+def predict_logits(model, images, batch_size=1000, channels_last=False):
+    """Logits [N, 10] for uint8 images [N, 28, 28], computed in order, in eval mode."""
+    model.eval()
+    outputs = []
+    for x, _ in data.batches(images, images.new_zeros(len(images)), batch_size):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        outputs.append(model(x).float())
+    return torch.cat(outputs)
+
+
+def loss_and_accuracy(logits, labels):
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
+
+
+def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, use_bf16, channels_last):
+    """One pass over the training images; returns (mean loss, accuracy) on what it trained on."""
+    model.train()
+    generator = data.epoch_generator(args.seed, epoch)
+    steps = math.ceil(len(images) / args.batch_size)
+    bar = tqdm(data.batches(images, labels, args.batch_size, generator, augment=args.augment),
+               total=steps, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False, file=sys.stderr,
+               disable=None)  # no bar when stderr is not a terminal (logs, CI)
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    for step, (x, y) in enumerate(bar, 1):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        if step % 20 == 0 or step == steps:  # reading the loss waits for the GPU; do it now and then
+            running = loss_sum.item() / min(step * args.batch_size, len(images))
+            if not math.isfinite(running):
+                raise FloatingPointError(f"the training loss became {running} in epoch {epoch}")
+            bar.set_postfix(loss=f"{running:.4f}")
+    bar.close()
+    return loss_sum.item() / len(images), correct.item() / len(images)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run directory
+
+
+def write_json(path, obj):
+    with data.atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def write_history(path, history):
+    with data.atomic_write(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def run_config(args, device):
+    return {**vars(args), "device_used": str(device), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__), "python": platform.python_version(),
+            "command": " ".join(sys.argv)}
+
+
+def prepare_run_dir(args):
+    """Create (or check) the run directory; refuse to silently overwrite an earlier run."""
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--run-dir {run_dir} is a file; pass a folder path")
+    if (run_dir / "last.pt").exists() and not (args.resume or args.overwrite):
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+                       "start it again, or --run-dir for a new one")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"cannot write to --run-dir {run_dir} ({e.strerror}); pass a writable folder") from None
+    return run_dir
+
+
+def restore_args(args, checkpoint):
+    """On resume, the run's own settings come from its checkpoint; only runtime options are new."""
+    for key, value in checkpoint["config"].items():
+        if hasattr(args, key) and key not in RUNTIME_OPTIONS:
+            setattr(args, key, value)
+
+
+def load_data(args, device):
+    images, labels = data.load_split(args.data_dir, train=True)
+    (train_x, train_y), (val_x, val_y) = data.split_train_val(images, labels, args.val_size, seed=0)
+    if args.subset:
+        train_x, train_y = train_x[:args.subset], train_y[:args.subset]
+        val_x, val_y = val_x[:args.subset], val_y[:args.subset]
+    # The whole uint8 set is ~50 MB: on a GPU it lives there, and batches never cross the bus.
+    return [t.to(device) for t in (train_x, train_y, val_x, val_y)]
+
+
+def raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def train(args):
+    device = pick_device(args.device)
+    run_dir = prepare_run_dir(args)
+    checkpoint = None
+    if args.resume:
+        checkpoint = load_checkpoint(run_dir / "last.pt")
+        restore_args(args, checkpoint)
+    if device.type == "cpu":
+        keep_freed_memory_mapped()
+    channels_last = device.type == "cpu"  # oneDNN's convolutions are faster in NHWC
+    use_bf16 = device.type == "cuda"
+
+    train_x, train_y, val_x, val_y = load_data(args, device)
+    torch.manual_seed(args.seed)
+    model = CNN().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    steps_per_epoch = math.ceil(len(train_x) / args.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
+                                                    steps_per_epoch=steps_per_epoch)
+    config = run_config(args, device)
+    history, best_val_acc, start_epoch = [], -1.0, 1
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
+        start_epoch = checkpoint["epoch"] + 1
+        print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
+    write_json(run_dir / "config.json", config)
+    print(f"training on {len(train_x)} images, validating on {len(val_x)}, device {device}, "
+          f"{args.epochs} epochs of batch {args.batch_size}")
+
+    for epoch in range(start_epoch, args.epochs + 1):
+        if history and args.target_acc is not None and history[-1]["val_acc"] >= args.target_acc:
+            break
+        started = time.perf_counter()
+        train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
+                                                args, epoch, use_bf16, channels_last)
+        val_loss, val_acc = loss_and_accuracy(predict_logits(model, val_x, channels_last=channels_last), val_y)
+        if not math.isfinite(val_loss):
+            raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}")
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+               "val_acc": val_acc, "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3)}
+        history.append(row)
+        best_val_acc = max(best_val_acc, val_acc)
+        checkpoint = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                      "epoch": epoch, "val_acc": val_acc, "best_val_acc": best_val_acc,
+                      "history": history, "config": config, "rng": {"torch": torch.get_rng_state()}}
+        if val_acc >= best_val_acc:
+            save_checkpoint(run_dir / "best.pt", checkpoint)
+        save_checkpoint(run_dir / "last.pt", checkpoint)
+        write_history(run_dir / "history.csv", history)
+        print(f"epoch {epoch:2d}/{args.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+              f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {seconds:.1f}s  "
+              f"{len(train_x) / seconds:.0f} img/s", flush=True)
+    return run_dir, history
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    try:
+        run_dir, history = train(args)
+    except (RunError, data.DataError) as e:
+        sys.exit(f"error: {e}")
+    except FloatingPointError as e:
+        sys.exit(f"error: {e}; stopped without saving it. best.pt and last.pt hold the last good "
+                 f"epoch. Try a lower --lr (now {args.lr}).")
+    except KeyboardInterrupt as e:
+        last = Path(args.run_dir) / "last.pt"
+        saved = f"the last completed epoch is in {last}" if last.exists() else "no epoch had completed"
+        print(f"\nstopped by {e or 'SIGINT'}: {saved}. Resume with: python train.py --run-dir "
+              f"{args.run_dir} --resume", file=sys.stderr)
+        sys.exit(130)
+    import plot
+
+    plot.plot_history(history, run_dir)
+    best = max(history, key=lambda row: row["val_acc"]) if history else None
+    if best:
+        print(f"best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); "
+              f"checkpoints and plots in {run_dir}. Next: python evaluate.py --run-dir {run_dir}")
+
+
+if __name__ == "__main__":
+    main()
