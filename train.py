@@ -32,6 +32,8 @@ from model import CNN
 
 DEFAULT_RUN_DIR = "runs/default"
 CHECKPOINT_FORMAT = "mnist-cnn-checkpoint-v1"
+CHECKPOINT_KEYS = {"format", "model", "optimizer", "scheduler", "epoch", "val_acc", "best_val_acc", "history",
+                   "config", "rng"}
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 # Options that only say where and how to run; everything else defines the run and is kept on resume.
 RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
@@ -144,18 +146,25 @@ def load_checkpoint(path, device="cpu"):
         raise RunError(f"{path} is not a loadable checkpoint (corrupt or truncated: {reason})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path} is not a checkpoint written by this repo's train.py")
+    missing = CHECKPOINT_KEYS - set(checkpoint)
+    if missing:
+        raise RunError(f"{path} is an incomplete checkpoint (no {', '.join(sorted(missing))})")
     return checkpoint
 
 
-def load_model(checkpoint, device="cpu"):
-    """The CNN with the checkpoint's weights, in eval mode; RunError if the shapes are not the seed's."""
-    model = CNN()
+def load_weights(model, checkpoint):
+    """Put a checkpoint's weights into `model`; RunError if they are not this CNN's."""
     try:
         model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError, TypeError) as e:
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
         reason = str(e).strip().splitlines()[0][:160]
         raise RunError(f"the checkpoint holds a different model than model.py's CNN ({reason})") from None
-    return model.to(device).eval()
+    return model
+
+
+def load_model(checkpoint, device="cpu"):
+    """The CNN with the checkpoint's weights, in eval mode."""
+    return load_weights(CNN(), checkpoint).to(device).eval()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,11 +251,13 @@ def prepare_run_dir(args):
                        "start it again, or --run-dir for a new one")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.touch()
-        probe.unlink()
+        with data.atomic_write(run_dir / ".write-test"):
+            pass
+        (run_dir / ".write-test").unlink()
     except OSError as e:
         raise RunError(f"cannot write to --run-dir {run_dir} ({e.strerror}); pass a writable folder") from None
+    for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed; the real file is whole
+        stale.unlink()
     return run_dir
 
 
@@ -267,8 +278,12 @@ def load_data(args, device):
     return [t.to(device) for t in (train_x, train_y, val_x, val_y)]
 
 
-def raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived; carries the signal's number."""
+
+
+def stop_on_signal(signum, frame):
+    raise Stopped(signum)
 
 
 def train(args):
@@ -276,6 +291,9 @@ def train(args):
     run_dir = prepare_run_dir(args)
     checkpoint = None
     if args.resume:
+        if not (run_dir / "last.pt").exists():
+            raise RunError(f"nothing to resume: {run_dir} has no last.pt (no epoch had completed); "
+                           f"start it with: python train.py --run-dir {run_dir}")
         checkpoint = load_checkpoint(run_dir / "last.pt")
         restore_args(args, checkpoint)
     if device.type == "cpu":
@@ -295,10 +313,13 @@ def train(args):
     config = run_config(args, device)
     history, best_val_acc, start_epoch = [], -1.0, 1
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
+        load_weights(model, checkpoint)
+        try:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise RunError(f"last.pt's optimizer or schedule does not fit this run ({e})") from None
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
         start_epoch = checkpoint["epoch"] + 1
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
@@ -336,7 +357,8 @@ def train(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop_on_signal)
     try:
         run_dir, history = train(args)
     except (RunError, data.DataError) as e:
@@ -344,12 +366,13 @@ def main(argv=None):
     except FloatingPointError as e:
         sys.exit(f"error: {e}; stopped without saving it. best.pt and last.pt hold the last good "
                  f"epoch. Try a lower --lr (now {args.lr}).")
-    except KeyboardInterrupt as e:
+    except Stopped as e:
+        signum = e.args[0]
         last = Path(args.run_dir) / "last.pt"
         saved = f"the last completed epoch is in {last}" if last.exists() else "no epoch had completed"
-        print(f"\nstopped by {e or 'SIGINT'}: {saved}. Resume with: python train.py --run-dir "
-              f"{args.run_dir} --resume", file=sys.stderr)
-        sys.exit(130)
+        print(f"\nstopped by {signal.Signals(signum).name}: {saved}. Resume with: python train.py "
+              f"--run-dir {args.run_dir} --resume", file=sys.stderr)
+        sys.exit(128 + signum)
     import plot
 
     plot.plot_history(history, run_dir)

@@ -13,6 +13,23 @@ sys.path.insert(0, str(ROOT))
 import data  # noqa: E402
 
 TINY_SIZES = {"train": 64, "t10k": 16}
+# A real run made small: few images, small batches, so that a script finishes in seconds.
+TINY_RUN = ["--subset", 256, "--batch-size", 64, "--val-size", 500]
+
+
+FAULTS = {"tried": 0, "survived": 0}
+
+
+def pytest_runtest_logreport(report):
+    """Count each fault test of test_faults.py: tried, and survived when the test passed."""
+    if report.when == "call" and report.nodeid.startswith("tests/test_faults.py"):
+        FAULTS["tried"] += 1
+        FAULTS["survived"] += report.passed
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FAULTS["tried"]:
+        terminalreporter.write_line(f"faults: {FAULTS['tried']} tried, {FAULTS['survived']} survived")
 
 
 def make_tiny_mnist(data_dir, seed=0):
@@ -80,3 +97,12 @@ def run_until(script, *args, marker, sig, timeout=300):
             break
     out, err = process.communicate(timeout=timeout)
     return process.returncode, "".join(seen) + out, err
+
+
+@pytest.fixture(scope="session")
+def trained_run(real_mnist_dir, tmp_path_factory):
+    """(run_dir, CompletedProcess) of a two-epoch train.py run on a small subset of real MNIST."""
+    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    result = run_script("train.py", "--epochs", 2, *TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    return run_dir, result

@@ -1,0 +1,344 @@
+"""Faults inflicted on the real scripts, run as a user runs them: nothing is lost, nothing runs that shouldn't.
+
+Kills at any moment, Ctrl-C and SIGTERM, corrupt data, hostile checkpoints, bad options and paths,
+numerical blow-ups and bad images. conftest.py counts these tests and prints
+`faults: N tried, M survived` at the end of the run.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TINY_RUN, one_line_error, run_script, run_until
+from PIL import Image, ImageDraw
+
+import data
+import train
+
+OFFLINE = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}  # pip can reach no package index
+
+
+def assert_every_checkpoint_loads(run_dir):
+    for path in Path(run_dir).glob("*.pt"):
+        train.load_model(train.load_checkpoint(path))
+
+
+def same_weights(a, b):
+    a, b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return a["epoch"] == b["epoch"] and all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
+
+
+# --- 1. kill -9 ------------------------------------------------------------------------------
+
+
+def start_training(args, run_dir):
+    resume = ["--resume"] if (run_dir / "last.pt").exists() else []
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *map(str, args), "--run-dir", str(run_dir),
+                             *resume], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_when(process, condition, timeout=120):
+    """SIGKILL the process the moment `condition()` holds; False if it ended first."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if condition():
+            process.kill()
+            process.wait()
+            return True
+        time.sleep(0.001)
+    process.wait()
+    return False
+
+
+def test_kill_9_mid_epoch_and_mid_checkpoint_write_loses_nothing(real_mnist_dir, tmp_path):
+    args = ["--epochs", 4, *TINY_RUN, "--data-dir", real_mnist_dir]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_script("train.py", *args, "--run-dir", straight).returncode == 0
+
+    def writing_last():
+        return any(killed.glob(".last.pt.*.tmp"))
+
+    def epochs_done(n):
+        return lambda: (killed / "history.csv").exists() and len((killed / "history.csv").read_text().split()) > n
+
+    moments = [("inside the first write of last.pt", writing_last),
+               ("in the middle of epoch 2", epochs_done(1)),
+               ("inside a later write of last.pt", writing_last)]
+    for moment, condition in moments:
+        assert kill_when(start_training(args, killed), condition), f"the run ended before the kill {moment}"
+        if condition is writing_last:
+            assert any(killed.glob(".last.pt.*.tmp")), "the kill did not land inside a write"
+        assert_every_checkpoint_loads(killed)
+    finished = run_script("train.py", *args, "--run-dir", killed, "--resume")
+    assert finished.returncode == 0, finished.stderr
+    assert not any(killed.glob(".*.tmp")), "stale temp files were not cleaned up"
+    assert same_weights(straight / "last.pt", killed / "last.pt")
+    assert same_weights(straight / "best.pt", killed / "best.pt")
+
+
+# --- 2. SIGINT and SIGTERM ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_cleanly_and_says_how_to_resume(sig, real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--epochs", 3, *TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir]
+    code, _, err = run_until("train.py", *args, marker="epoch  1/3", sig=sig)
+    assert code == 128 + sig
+    assert "Traceback" not in err
+    assert f"stopped by {sig.name}" in err and f"python train.py --run-dir {run_dir} --resume" in err
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] >= 1
+    assert_every_checkpoint_loads(run_dir)
+    resumed = run_script("train.py", "--resume", "--run-dir", run_dir, "--data-dir", real_mnist_dir)
+    assert resumed.returncode == 0 and torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 3
+
+
+# --- 3. corrupt data ---------------------------------------------------------------------------
+
+
+def damage_truncate(raw):
+    path = raw / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1_000_000])
+    return path
+
+
+def damage_label_length(raw):
+    path = raw / "train-labels-idx1-ubyte"
+    labels = np.frombuffer(path.read_bytes()[8:], dtype=np.uint8)[:-1]
+    data.write_idx(path, labels)  # a valid IDX file, one label short
+    return path
+
+
+def damage_flip_bytes(raw):
+    path = raw / "t10k-images-idx3-ubyte"
+    blob = bytearray(path.read_bytes())
+    blob[5000:5010] = bytes(255 - b for b in blob[5000:5010])
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def damage_missing(raw):
+    path = raw / "t10k-labels-idx1-ubyte"
+    path.unlink()
+    return path
+
+
+def damage_bad_gz(raw):
+    path = raw / "train-labels-idx1-ubyte"
+    path.unlink()
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b this is not gzip")
+    return path
+
+
+def copy_mnist(real_mnist_dir, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(data.raw_dir(real_mnist_dir), data.raw_dir(data_dir))
+    return data_dir
+
+
+@pytest.mark.parametrize("damage", [damage_truncate, damage_label_length, damage_flip_bytes, damage_missing,
+                                    damage_bad_gz])
+def test_corrupt_data_is_detected_and_replaced_before_training(damage, real_mnist_dir, tmp_path):
+    data_dir = copy_mnist(real_mnist_dir, tmp_path)
+    path = damage(data.raw_dir(data_dir))
+    result = run_script("train.py", "--epochs", 1, *TINY_RUN, "--data-dir", data_dir, "--run-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "need replacing" in result.stderr and path.name in result.stderr
+    assert data.file_md5(path) == data.MNIST_MD5[path.name]
+
+
+@pytest.mark.parametrize("damage", [damage_truncate, damage_bad_gz])
+def test_corrupt_data_with_no_good_source_is_one_clear_error(damage, real_mnist_dir, tmp_path):
+    data_dir = copy_mnist(real_mnist_dir, tmp_path)
+    damage(data.raw_dir(data_dir))
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", "--epochs", 1, *TINY_RUN, "--data-dir", data_dir, "--run-dir", run_dir,
+                        env=OFFLINE)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: could not get MNIST") and str(data.raw_dir(data_dir)) in last
+    assert not list(run_dir.glob("*.pt")), "a model was trained on missing data"
+
+
+# --- 4. hostile checkpoints --------------------------------------------------------------------
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def hostile_checkpoint(kind, path, good):
+    """Write a bad checkpoint of `kind` at `path`; `good` is a real checkpoint file to start from."""
+    if kind == "runs-code":
+        torch.save({"format": train.CHECKPOINT_FORMAT, "model": RunsCode(path.parent / "code-ran")}, path)
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "truncated":
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "other-architecture":
+        checkpoint = torch.load(good, weights_only=True)
+        checkpoint["model"] = torch.nn.Linear(784, 10).state_dict()
+        torch.save(checkpoint, path)
+    elif kind == "not-ours":
+        torch.save(torch.nn.Linear(784, 10).state_dict(), path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "directory":
+        path.mkdir()
+
+
+HOSTILE = ["runs-code", "random-bytes", "truncated", "other-architecture", "not-ours", "empty", "directory"]
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "predict.py"])
+def test_hostile_checkpoints_are_refused_in_one_line(script, kind, trained_run, real_mnist_dir, tmp_path):
+    good_run, _ = trained_run
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    checkpoint = run_dir / ("last.pt" if script == "train.py" else "best.pt")
+    hostile_checkpoint(kind, checkpoint, good_run / "last.pt")
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28), 0).save(image)
+    args = {"train.py": ["--resume", "--data-dir", real_mnist_dir], "evaluate.py": ["--data-dir", real_mnist_dir],
+            "predict.py": [image]}[script]
+    result = run_script(script, *args, "--run-dir", run_dir, timeout=120)
+    line = one_line_error(result)
+    assert str(checkpoint) in line or "different model" in line
+    assert not (run_dir / "code-ran").exists(), "the checkpoint's code ran"
+    assert sorted(p.name for p in run_dir.iterdir()) == [checkpoint.name], "something was written"
+
+
+# --- 5. bad options and paths ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", [
+    ["--epochs", "0"], ["--epochs", "-3"], ["--batch-size", "0"], ["--lr", "-0.1"], ["--lr", "nan"],
+    ["--epochs", "two"], ["--device", "tpu"], ["--target-acc", "1.5"],
+])
+def test_bad_options_are_refused_in_one_line(option, tmp_path):
+    result = run_script("train.py", *option, "--run-dir", tmp_path / "run", timeout=60)
+    assert result.returncode == 2
+    assert option[0] in one_line_error(result)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("script", ["evaluate.py", "predict.py"])
+def test_bad_options_of_the_other_scripts_are_refused_in_one_line(script, tmp_path):
+    args = ["--batch-size", "0"] if script == "evaluate.py" else ["x.png", "--top", "-1"]
+    assert "must be greater than 0" in one_line_error(run_script(script, *args, timeout=60))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_a_machine_without_it_is_refused(tmp_path):
+    result = run_script("train.py", "--device", "cuda", "--run-dir", tmp_path / "run", timeout=60)
+    assert "--device cuda" in one_line_error(result)
+    assert not (tmp_path / "run").exists()
+
+
+def read_only_dir(tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.access(folder, os.W_OK):  # root ignores permissions; sysfs refuses new entries even to root
+        return Path("/sys/mnist-run")
+    return folder / "run"
+
+
+def test_run_dir_that_cannot_be_written_is_refused(real_mnist_dir, tmp_path):
+    run_dir = read_only_dir(tmp_path)
+    result = run_script("train.py", *TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir, timeout=60)
+    assert "cannot write to --run-dir" in one_line_error(result)
+    assert not run_dir.exists()
+
+
+def test_data_dir_that_is_a_file_is_refused(tmp_path):
+    not_a_folder = tmp_path / "data.txt"
+    not_a_folder.write_text("not a folder")
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", *TINY_RUN, "--data-dir", not_a_folder, "--run-dir", run_dir, timeout=60)
+    assert "is a file" in one_line_error(result)
+    assert not list(run_dir.glob("*")) and not_a_folder.read_text() == "not a folder"
+
+
+# --- 6. numerical faults -----------------------------------------------------------------------
+
+
+def test_nan_weights_stop_the_run_and_keep_the_last_good_checkpoint(real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    common = [*TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir]
+    assert run_script("train.py", "--epochs", 3, *common, "--target-acc", 0.0001).returncode == 0
+    good = (run_dir / "best.pt").read_bytes()
+    # Poison the weights in last.pt, as an overflow would, and let training carry on from it.
+    checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
+    checkpoint["model"]["L5.bias"][0] = float("nan")
+    checkpoint["config"]["target_acc"] = None
+    torch.save(checkpoint, run_dir / "last.pt")
+    result = run_script("train.py", "--resume", *common)
+    assert result.returncode != 0
+    assert "became nan" in result.stderr and "lower --lr" in result.stderr
+    assert (run_dir / "best.pt").read_bytes() == good
+    train.load_model(train.load_checkpoint(run_dir / "best.pt"))
+
+
+def test_huge_learning_rate_is_stopped_with_advice(real_mnist_dir, tmp_path):
+    result = run_script("train.py", "--epochs", 2, *TINY_RUN, "--lr", 1e12, "--data-dir", real_mnist_dir,
+                        "--run-dir", tmp_path / "run")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the training loss became") and "lower --lr" in last
+
+
+# --- 7. bad images for predict.py --------------------------------------------------------------
+
+
+def digit_array(size):
+    canvas = np.zeros((size, size), dtype=np.float32)
+    canvas[size // 5: size * 4 // 5, size * 9 // 20: size * 11 // 20] = 1.0  # a '1'
+    return canvas
+
+
+def write_bad_images(folder):
+    folder.mkdir()
+    files = {}
+    files["empty.png"] = b""
+    files["text.png"] = b"this is not a picture\n"
+    for name, path in files.items():
+        (folder / name).write_bytes(path)
+    Image.new("L", (1, 1), 128).save(folder / "one-pixel.png")
+    Image.new("RGB", (64, 64), "white").save(folder / "blank.png")
+    Image.fromarray((digit_array(4000) * 255).astype(np.uint8)).save(folder / "huge.png")
+    Image.fromarray((digit_array(64) * 65535).astype(np.uint16)).save(folder / "sixteen-bit.png")
+    Image.fromarray((255 - digit_array(64) * 255).astype(np.uint8)).convert("CMYK").save(folder / "cmyk.jpg")
+    return sorted(folder.iterdir())
+
+
+def test_predict_survives_bad_images_and_classifies_the_rest(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    paths = write_bad_images(tmp_path / "images")
+    good = tmp_path / "good.png"
+    image = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(image).line([(50, 15), (50, 85)], fill=0, width=8)
+    image.save(good)
+    result = run_script("predict.py", good, *paths, "--run-dir", run_dir, "--top", 3, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    out, err = result.stdout.splitlines(), result.stderr.splitlines()
+    assert len(out) + len(err) == len(paths) + 1, "every file gets exactly one line"
+    for path in paths + [good]:
+        assert sum(line.startswith(f"{path}: ") for line in out + err) == 1, path
+    for name in ["empty.png", "text.png", "one-pixel.png", "blank.png"]:
+        assert any(line.startswith(f"{tmp_path / 'images' / name}: error: ") for line in err), name
+    for path in [good, *(tmp_path / "images" / n for n in ["huge.png", "sixteen-bit.png", "cmyk.jpg"])]:
+        line = next(line for line in out if line.startswith(f"{path}: "))
+        assert len(line.split("%)")) == 4, line  # three guesses, each 'digit (p%)'
