@@ -1,7 +1,13 @@
 """evaluate.py's metrics against a confusion matrix worked out by hand, and its report formatting."""
 
-import pytest
+import csv
+import json
 
+import pytest
+from conftest import run_script
+from PIL import Image, ImageDraw
+
+import data
 import evaluate
 
 
@@ -37,3 +43,78 @@ def test_report_lists_every_digit_and_the_matrix():
     assert "accuracy            1.0000" in text
     assert text.count("\n") > 25
     assert "     9     0     0     0     0     0     0     0     0     0     2" in text
+
+
+# --- evaluate.py and predict.py as a user runs them ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(trained_run, real_mnist_dir):
+    run_dir, _ = trained_run
+    result = run_script("evaluate.py", "--run-dir", run_dir, "--data-dir", real_mnist_dir)
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def test_metrics_json_and_predictions_csv_agree(evaluated_run):
+    run_dir, result = evaluated_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ["accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+                "recall_weighted", "f1_weighted", "per_class", "confusion_matrix", "checkpoint", "epoch"]:
+        assert key in metrics, key
+    assert metrics["checkpoint"] == str(run_dir / "best.pt") and metrics["epoch"] in (1, 2)
+    assert [set(c) for c in metrics["per_class"]] == [{"digit", "precision", "recall", "f1", "support"}] * 10
+    with open(run_dir / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["index", "label", "prediction", "confidence"]
+    assert len(rows) == 10000 and [int(r["index"]) for r in rows] == list(range(10000))
+    labels = [int(r["label"]) for r in rows]
+    predictions = [int(r["prediction"]) for r in rows]
+    assert labels[:5] == [7, 2, 1, 0, 4]  # the real test set, in order
+    assert sum(a == b for a, b in zip(labels, predictions)) / 10000 == pytest.approx(metrics["accuracy"])
+    assert all(0.1 <= float(r["confidence"]) <= 1 for r in rows)  # a max of 10 probabilities
+    matrix = metrics["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 10000
+    assert matrix[7][2] == sum(1 for a, b in zip(labels, predictions) if (a, b) == (7, 2))
+    assert [c["support"] for c in metrics["per_class"]] == [labels.count(d) for d in range(10)]
+    assert f"accuracy            {metrics['accuracy']:.4f}" in result.stdout
+
+
+def test_every_plot_and_the_report_are_written(evaluated_run):
+    run_dir, _ = evaluated_run
+    for name in ["accuracy.png", "loss.png", "confusion_matrix.png", "per_class.png", "misclassified.png"]:
+        with Image.open(run_dir / name) as image:
+            assert image.format == "PNG" and image.width >= 600 and image.height >= 400, name
+        assert f"]({name})" in (run_dir / "report.md").read_text()
+    report = (run_dir / "report.md").read_text()
+    assert report.startswith("# MNIST test-set report") and report.count("\n| ") >= 12
+
+
+@pytest.fixture(scope="module")
+def decent_run(real_mnist_dir, tmp_path_factory):
+    """A model worth asking about digits: 2 epochs on 6,000 real images (about 95% accurate)."""
+    run_dir = tmp_path_factory.mktemp("decent") / "run"
+    result = run_script("train.py", "--epochs", 2, "--subset", 6000, "--batch-size", 128, "--data-dir",
+                        real_mnist_dir, "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def test_predict_reads_digits_drawn_by_the_test(decent_run, real_mnist_dir, tmp_path):
+    # Real test digits, blown up to 10x and printed dark on light, as a scan would give them.
+    images, labels = data.load_split(real_mnist_dir, train=False, fetch=False)
+    paths = []
+    for i in range(10):
+        path = tmp_path / f"test-{i}-label-{labels[i]}.png"
+        Image.fromarray(255 - images[i].numpy()).resize((280, 280), Image.Resampling.BICUBIC).save(path)
+        paths.append(path)
+    # And a '1' drawn as a single pen stroke.
+    one = Image.new("L", (120, 160), 255)
+    ImageDraw.Draw(one).line([(62, 20), (58, 140)], fill=0, width=10)
+    one.save(tmp_path / "drawn-one.png")
+    result = run_script("predict.py", *paths, tmp_path / "drawn-one.png", "--run-dir", decent_run)
+    assert result.returncode == 0, result.stderr
+    guesses = {line.split(": ")[0]: int(line.split(": ")[1][0]) for line in result.stdout.splitlines()}
+    right = sum(guesses[str(p)] == int(labels[i]) for i, p in enumerate(paths))
+    assert right >= 9, result.stdout
+    assert guesses[str(tmp_path / "drawn-one.png")] == 1, result.stdout
