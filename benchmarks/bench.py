@@ -1,0 +1,206 @@
+"""How close training and evaluation come to this machine's limit, and how far ahead of the usual tutorial.
+
+    python benchmarks/bench.py            # everything (about 4 minutes on a 2-core CPU)
+    python benchmarks/bench.py --quick    # skip the two full training runs (memory, time to 99%)
+
+Prints a table and writes benchmarks/results.json. Raw seconds depend on the machine; the ratios
+(to the matrix-multiply floor, to the tutorial baseline) are what carry over between machines.
+"""
+
+import math
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import data  # noqa: E402
+import train  # noqa: E402
+from model import CNN  # noqa: E402
+
+EPOCH_IMAGES = 55_000
+TEST_IMAGES = 10_000
+
+
+def forward_flops_per_image(model):
+    """Multiply-adds of one forward pass, counted from the conv and linear layers' shapes, times two."""
+    macs = []
+
+    def count(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            macs.append(output[0].numel() * module.in_channels * math.prod(module.kernel_size))
+        elif isinstance(module, torch.nn.Linear):
+            macs.append(module.in_features * module.out_features)
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    hooks = [layer.register_forward_hook(count) for layer in layers]
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    return 2 * sum(macs)
+
+
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def median_seconds(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def matmul_gflops(n=2048, repeats=7):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e9
+
+
+def seed_forward(model, x):
+    """The network run in its printed order (conv, ReLU, pool), as a tutorial would run it."""
+    x = model.L2(model.L1(x)).flatten(1)
+    return model.L5(F.relu(model.L4(F.relu(model.L3(x)))))
+
+
+def tutorial_images_per_second(data_dir, steps=150):
+    """The same network fed the usual way: torchvision transforms, a DataLoader of batch 64, plain Adam."""
+    import torchvision
+    from torchvision import transforms
+
+    dataset = torchvision.datasets.MNIST(data_dir, train=True, download=False, transform=transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((data.MEAN,), (data.STD,))]))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
+    model = CNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    images, started = 0, None
+    for step, (x, y) in enumerate(loader):
+        if step == 10:  # after warm-up
+            started, images = time.perf_counter(), 0
+        loss = F.cross_entropy(seed_forward(model, x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        images += len(y)
+        if step == steps + 10:
+            break
+    return images / (time.perf_counter() - started)
+
+
+def our_training(data_dir, images=12_800, repeats=3):
+    """Images per second of train.py's own epoch function with its default options (augmentation on)."""
+    train.keep_freed_memory_mapped()
+    x, y = data.load_split(data_dir, fetch=False)
+    (train_x, train_y), _ = data.split_train_val(x, y)
+    train_x, train_y = train_x[:images], train_y[:images]
+    args = train.parse_args(["--epochs", str(repeats + 1)])  # the schedule must last every repeat
+    model, optimizer, scheduler = train.build(args, len(train_x), torch.device("cpu"), channels_last=True)
+
+    def epoch():
+        train.train_one_epoch(model, optimizer, scheduler, train_x, train_y, args, 1, False, True)
+
+    epoch()  # warm-up
+    seconds = median_seconds(epoch, repeats)
+
+    def batching(augment):
+        for _ in data.batches(train_x, train_y, args.batch_size, data.epoch_generator(0, 1), augment=augment):
+            pass
+
+    augment_seconds = median_seconds(lambda: batching(True), repeats) - median_seconds(lambda: batching(False),
+                                                                                       repeats)
+    return images / seconds, augment_seconds / seconds
+
+
+def evaluation_seconds(data_dir, repeats=5):
+    train.keep_freed_memory_mapped()
+    images, _ = data.load_split(data_dir, train=False, fetch=False)
+    model = CNN().eval().to(memory_format=torch.channels_last)
+    train.predict_logits(model, images, 500, channels_last=True)
+    return median_seconds(lambda: train.predict_logits(model, images, 500, channels_last=True), repeats)
+
+
+def timed_training_run(data_dir, *options):
+    """Run train.py in a child process; return (wall seconds, peak RSS in MB, test accuracy of best.pt)."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-dir", str(data_dir), "--run-dir", run_dir,
+                        *options], check=True, stdout=subprocess.DEVNULL)
+        seconds = time.perf_counter() - started
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        model = train.load_model(train.load_checkpoint(Path(run_dir) / "best.pt"))
+        images, labels = data.load_split(data_dir, train=False, fetch=False)
+        _, accuracy = train.loss_and_accuracy(train.predict_logits(model, images), labels)
+    return seconds, peak_mb, accuracy
+
+
+def main():
+    p = train.Parser(__doc__)
+    p.add_argument("--data-dir", default="data", help="where MNIST is kept (default: ./data; fetched if missing)")
+    p.add_argument("--quick", action="store_true", help="skip the full training runs (memory, time to 99%%)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
+    args = p.parse_args()
+    data.ensure_mnist(args.data_dir)
+
+    results = {"machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
+               "torch": str(torch.__version__)}
+    flops = forward_flops_per_image(CNN())
+    gflops = matmul_gflops()
+    floor_epoch = 3 * flops * EPOCH_IMAGES / (gflops * 1e9)  # backward costs about twice the forward
+    floor_eval = flops * TEST_IMAGES / (gflops * 1e9)
+    tutorial = tutorial_images_per_second(args.data_dir)
+    ours, augment_share = our_training(args.data_dir)
+    eval_seconds = evaluation_seconds(args.data_dir)
+    results.update({
+        "matmul_gflops": gflops, "train_mflop_per_image": 3 * flops / 1e6, "floor_epoch_seconds": floor_epoch,
+        "train_images_per_second": ours, "epoch_seconds": EPOCH_IMAGES / ours,
+        "train_fraction_of_floor": floor_epoch / (EPOCH_IMAGES / ours), "augment_share_of_step": augment_share,
+        "tutorial_images_per_second": tutorial, "speedup_over_tutorial": ours / tutorial,
+        "eval_seconds": eval_seconds, "floor_eval_seconds": floor_eval, "eval_over_floor": eval_seconds / floor_eval,
+    })
+    if not args.quick:
+        seconds, peak_mb, accuracy = timed_training_run(args.data_dir, "--epochs", "2")
+        results.update({"fast_recipe": "--epochs 2", "fast_recipe_seconds": seconds,
+                        "fast_recipe_test_acc": accuracy, "train_peak_rss_mb": peak_mb})
+
+    rows = [
+        ("float32 matmul", f"{gflops:.0f} GFLOP/s", "the floor's rate"),
+        ("floor: epoch of 55k", f"{floor_epoch:.1f} s", f"{3 * flops / 1e6:.1f} MFLOP per training image"),
+        ("our training", f"{ours:.0f} img/s = {EPOCH_IMAGES / ours:.1f} s/epoch",
+         f"{results['train_fraction_of_floor']:.0%} of the floor's rate (target >= 70%)"),
+        ("  augmentation", f"{augment_share:.1%} of a step", "target < 10%"),
+        ("tutorial baseline", f"{tutorial:.0f} img/s", f"ours is {ours / tutorial:.1f}x faster (target >= 3x)"),
+        ("evaluation, 10k test", f"{eval_seconds:.2f} s", f"{eval_seconds / floor_eval:.1f}x its floor of "
+                                                          f"{floor_eval:.2f} s (target <= 2x)"),
+    ]
+    if not args.quick:
+        rows += [("time to 99% test", f"{results['fast_recipe_seconds']:.0f} s",
+                  f"train.py --epochs 2 reached {results['fast_recipe_test_acc']:.2%} (target < 45 s)"),
+                 ("peak memory, training", f"{results['train_peak_rss_mb']:.0f} MB", "target < 1 GB")]
+    print(f"\n{results['machine']}, torch {results['torch']}; ratios carry over between machines, seconds do not\n")
+    for name, value, note in rows:
+        print(f"{name:<24}{value:<34}{note}")
+    train.write_json(args.out, results)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
