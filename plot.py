@@ -33,7 +33,8 @@ def _curve(history, key, ylabel, title, test_value=None, percent=False):
     epochs = [int(row["epoch"]) for row in history]
     scale = 100 if percent else 1
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [float(r[f"train_{key}"]) * scale for r in history], "o-", color=BLUE, label="train")
+    train = [float(r[f"train_{key}"]) * scale for r in history]
+    ax.plot(epochs, train, "o-", color=BLUE, label="train (mean over the epoch)")
     ax.plot(epochs, [float(r[f"val_{key}"]) * scale for r in history], "s-", color=ORANGE, label="validation")
     if test_value is not None:
         ax.axhline(test_value * scale, color=GREEN, linestyle="--",

@@ -45,7 +45,7 @@ def make_tiny_mnist(data_dir, seed=0):
             images[i] |= rng.integers(0, 30, (28, 28), dtype=np.uint8)
         data.write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         data.write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    return {name: data.file_md5(raw / name) for name in data.MNIST_MD5}
+    return {name: data.file_hash(raw / name) for name in data.MNIST_MD5}
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_damaged_file_is_removed_and_fetched_again(tiny_mnist, damage):
     source = data.ensure_mnist(data_dir, sources=[("dead", failing_source), good_source(data_dir)],
                                checksums=checksums)
     assert source == "tiny mirror"
-    assert data.file_md5(path) == checksums["train-images-idx3-ubyte"]
+    assert data.file_hash(path) == checksums["train-images-idx3-ubyte"]
 
 
 def test_gz_files_are_decompressed_and_verified(tiny_mnist):
@@ -57,7 +57,7 @@ def test_gz_files_are_decompressed_and_verified(tiny_mnist):
         (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
         (raw / name).unlink()
     data.ensure_mnist(data_dir, sources=[], checksums=checksums)
-    assert all(data.file_md5(raw / name) == md5 for name, md5 in checksums.items())
+    assert all(data.file_hash(raw / name) == md5 for name, md5 in checksums.items())
 
 
 def test_gz_that_is_not_gzip_is_removed_and_replaced(tiny_mnist):
@@ -67,7 +67,7 @@ def test_gz_that_is_not_gzip_is_removed_and_replaced(tiny_mnist):
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip")
     data.ensure_mnist(data_dir, sources=[good_source(data_dir)], checksums=checksums)
     assert not (raw / "t10k-labels-idx1-ubyte.gz").exists()
-    assert data.file_md5(raw / "t10k-labels-idx1-ubyte") == checksums["t10k-labels-idx1-ubyte"]
+    assert data.file_hash(raw / "t10k-labels-idx1-ubyte") == checksums["t10k-labels-idx1-ubyte"]
 
 
 def test_every_source_failing_says_where_to_put_the_files(tmp_path):
@@ -86,7 +86,7 @@ def test_data_dir_that_is_a_file_is_refused(tmp_path):
 
 def test_real_pypi_route_gives_the_original_files(real_mnist_dir):
     raw = data.raw_dir(real_mnist_dir)
-    assert {name: data.file_md5(raw / name) for name in data.MNIST_MD5} == data.MNIST_MD5
+    assert {name: data.file_hash(raw / name) for name in data.MNIST_MD5} == data.MNIST_MD5
     # A second load finds them and fetches nothing.
     assert data.ensure_mnist(real_mnist_dir, sources=[("dead", failing_source)]).startswith("verified")
     images, labels = data.load_split(real_mnist_dir, train=False, fetch=False)
