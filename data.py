@@ -168,7 +168,7 @@ def fetch_from_torchvision(raw):
                 torchvision.datasets.MNIST(tmp, download=True)
             for name in MNIST_MD5:
                 os.replace(Path(tmp) / "MNIST" / "raw" / name, raw / name)
-    except RuntimeError as e:
+    except (RuntimeError, OSError) as e:
         # torchvision lists every mirror it tried; the first line is enough here.
         raise DataError(str(e).splitlines()[0] + " (mirrors unreachable)") from None
     finally:
@@ -311,7 +311,8 @@ def load_split(data_dir="data", train=True, fetch=True):
 def split_train_val(images, labels, val_size=5000, seed=0):
     """A seeded, deterministic split of the training set into (train, validation) pairs."""
     if not 0 < val_size < len(images):
-        raise ValueError(f"val_size must be between 1 and {len(images) - 1}, got {val_size}")
+        raise DataError(f"--val-size must be between 1 and {len(images) - 1} (the training set has "
+                        f"{len(images)} images), got {val_size}")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     val, train = order[:val_size], order[val_size:]
     return (images[train], labels[train]), (images[val], labels[val])

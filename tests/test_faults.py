@@ -247,6 +247,13 @@ def test_cuda_on_a_machine_without_it_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_validation_split_larger_than_the_data_is_refused(real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_script("train.py", "--val-size", 60000, "--data-dir", real_mnist_dir, "--run-dir", run_dir)
+    assert "--val-size must be between 1 and 59999" in one_line_error(result)
+    assert not list(run_dir.glob("*"))
+
+
 def read_only_dir(tmp_path):
     folder = tmp_path / "read-only"
     folder.mkdir()
