@@ -12,12 +12,13 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.colors import PowerNorm  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import data  # noqa: E402
 
 DPI = 150
 # Okabe-Ito: distinguishable with every common kind of colour blindness.
-BLUE, ORANGE, GREEN, VERMILION = "#0072B2", "#E69F00", "#009E73", "#D55E00"
+BLUE, ORANGE, GREEN = "#0072B2", "#E69F00", "#009E73"
 
 
 def save(fig, path):
@@ -34,13 +35,14 @@ def _curve(history, key, ylabel, title, test_value=None, percent=False):
     scale = 100 if percent else 1
     fig, ax = plt.subplots(figsize=(6, 4))
     train = [float(r[f"train_{key}"]) * scale for r in history]
+    val = [float(r[f"val_{key}"]) * scale for r in history]
     ax.plot(epochs, train, "o-", color=BLUE, label="train (mean over the epoch)")
-    ax.plot(epochs, [float(r[f"val_{key}"]) * scale for r in history], "s-", color=ORANGE, label="validation")
+    ax.plot(epochs, val, "s-", color=ORANGE, label="validation")
     if test_value is not None:
         ax.axhline(test_value * scale, color=GREEN, linestyle="--",
                    label=f"test (best checkpoint): {test_value * scale:.2f}{'%' if percent else ''}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.grid(alpha=0.3)
     ax.legend()
     return fig

@@ -1,7 +1,7 @@
 """How close training and evaluation come to this machine's limit, and how far ahead of the usual tutorial.
 
-    python benchmarks/bench.py            # everything (about 4 minutes on a 2-core CPU)
-    python benchmarks/bench.py --quick    # skip the two full training runs (memory, time to 99%)
+    python benchmarks/bench.py            # everything (about 1.5 minutes on a 2-core CPU)
+    python benchmarks/bench.py --quick    # no full training run (memory, time to 99%), single measurements
 
 Prints a table and writes benchmarks/results.json. Raw seconds depend on the machine; the ratios
 (to the matrix-multiply floor, to the tutorial baseline) are what carry over between machines.
@@ -130,7 +130,7 @@ def our_training(data_dir, images=12_800, repeats=3):
     return images / seconds, augment_seconds / seconds
 
 
-def evaluation_seconds(data_dir, repeats=5):
+def evaluation_seconds(data_dir, repeats=3):
     train.keep_freed_memory_mapped()
     images, _ = data.load_split(data_dir, train=False, fetch=False)
     model = CNN().eval().to(memory_format=torch.channels_last)
@@ -155,7 +155,8 @@ def timed_training_run(data_dir, *options):
 def main():
     p = train.Parser(__doc__)
     p.add_argument("--data-dir", default="data", help="where MNIST is kept (default: ./data; fetched if missing)")
-    p.add_argument("--quick", action="store_true", help="skip the full training runs (memory, time to 99%%)")
+    p.add_argument("--quick", action="store_true",
+                   help="skip the full training run (memory, time to 99%%) and measure each figure once")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
     args = p.parse_args()
     data.ensure_mnist(args.data_dir)
@@ -166,9 +167,10 @@ def main():
     gflops = matmul_gflops()
     floor_epoch = 3 * flops * EPOCH_IMAGES / (gflops * 1e9)  # backward costs about twice the forward
     floor_eval = flops * TEST_IMAGES / (gflops * 1e9)
-    tutorial = tutorial_images_per_second(args.data_dir)
-    ours, augment_share = our_training(args.data_dir)
-    eval_seconds = evaluation_seconds(args.data_dir)
+    repeats = 1 if args.quick else 3
+    tutorial = tutorial_images_per_second(args.data_dir, steps=50 * repeats)
+    ours, augment_share = our_training(args.data_dir, repeats=repeats)
+    eval_seconds = evaluation_seconds(args.data_dir, repeats=repeats)
     results.update({
         "matmul_gflops": gflops, "train_mflop_per_image": 3 * flops / 1e6, "floor_epoch_seconds": floor_epoch,
         "train_images_per_second": ours, "epoch_seconds": EPOCH_IMAGES / ours,

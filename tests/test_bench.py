@@ -1,7 +1,11 @@
-"""benchmarks/bench.py: the FLOP count that every ratio to the floor rests on."""
+"""benchmarks/bench.py: the FLOP count that every ratio to the floor rests on, and a quick run."""
 
+import json
 import sys
 from pathlib import Path
+
+import pytest
+from conftest import run_script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -14,3 +18,16 @@ def test_forward_flops_are_counted_from_the_layers():
     # By hand: conv1 28*28*32*(1*9), conv2 14*14*64*(32*9), then 3136*1000, 1000*100, 100*10 multiply-adds.
     macs = 28 * 28 * 32 * 9 + 14 * 14 * 64 * 32 * 9 + 3136 * 1000 + 1000 * 100 + 100 * 10
     assert bench.forward_flops_per_image(CNN()) == 2 * macs == 14_150_928
+
+
+def test_quick_benchmark_runs_and_writes_its_results(real_mnist_dir, tmp_path):
+    out = tmp_path / "results.json"
+    result = run_script("benchmarks/bench.py", "--quick", "--data-dir", real_mnist_dir, "--out", out)
+    assert result.returncode == 0, result.stderr
+    results = json.loads(out.read_text())
+    assert results["train_mflop_per_image"] == pytest.approx(3 * 14.150928)
+    for key in ["matmul_gflops", "train_images_per_second", "tutorial_images_per_second", "eval_seconds"]:
+        assert results[key] > 0, key
+    assert results["speedup_over_tutorial"] == pytest.approx(
+        results["train_images_per_second"] / results["tutorial_images_per_second"])
+    assert "of the floor's rate" in result.stdout and "ratios carry over" in result.stdout
