@@ -109,10 +109,9 @@ def tutorial_images_per_second(data_dir, steps=150):
 def our_training(data_dir, images=12_800, repeats=3):
     """Images per second of train.py's own epoch function with its default options (augmentation on)."""
     train.keep_freed_memory_mapped()
-    x, y = data.load_split(data_dir, fetch=False)
-    (train_x, train_y), _ = data.split_train_val(x, y)
-    train_x, train_y = train_x[:images], train_y[:images]
-    args = train.parse_args(["--epochs", str(repeats + 1)])  # the schedule must last every repeat
+    # The schedule must last every repeat.
+    args = train.parse_args(["--epochs", str(repeats + 1), "--subset", str(images), "--data-dir", str(data_dir)])
+    train_x, train_y, _, _ = train.load_data(args, torch.device("cpu"))
     model, optimizer, scheduler = train.build(args, len(train_x), torch.device("cpu"), channels_last=True)
 
     def epoch():

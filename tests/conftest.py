@@ -1,11 +1,13 @@
 """Shared fixtures: tiny synthetic MNIST files, and the real MNIST fetched once per test run."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,8 +68,6 @@ def real_mnist_dir(tmp_path_factory):
 
 def run_script(script, *args, timeout=300, **kwargs):
     """Run one of the repo's scripts as a user would; returns the CompletedProcess (text output)."""
-    import subprocess
-
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=kwargs.pop("cwd", ROOT),
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
@@ -84,8 +84,6 @@ def one_line_error(result):
 def run_until(script, *args, marker, sig, timeout=300):
     """Start a script, send it `sig` as soon as a line of its stdout contains `marker`; return
     (exit code, stdout so far, stderr)."""
-    import subprocess
-
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -106,3 +104,19 @@ def trained_run(real_mnist_dir, tmp_path_factory):
     result = run_script("train.py", "--epochs", 2, *TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir)
     assert result.returncode == 0, result.stderr
     return run_dir, result
+
+
+class RunsCode:
+    """Pickles to a call of os.mkdir(marker): loading it would run code, and the marker proves whether it did."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def same_weights(a, b):
+    """Whether two checkpoint files hold the same epoch and bitwise the same model weights."""
+    a, b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    return a["epoch"] == b["epoch"] and all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())

