@@ -10,6 +10,8 @@ turns a user's own picture into an MNIST-style input.
 import contextlib
 import gzip
 import hashlib
+import io
+import json
 import os
 import pickle
 import shutil
@@ -82,6 +84,12 @@ def atomic_write(path, mode="wb"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def write_json(path, obj):
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 def file_hash(path, algorithm="md5"):
@@ -325,6 +333,11 @@ def normalize(images):
     return (images - MEAN) / STD
 
 
+def denormalize(x):
+    """The inverse of normalize: float [..., 28, 28] back to ink values in [0, 1]."""
+    return x * STD + MEAN
+
+
 def random_affine(images, generator, max_degrees=10.0, max_scale=0.1, max_shift=2.0):
     """Rotate, scale and shift each image of a float batch [N, 1, H, W] by its own random amount.
 
@@ -372,12 +385,18 @@ def batches(images, labels, batch_size, generator=None, augment=False):
 # A user's own image -> MNIST-style input
 
 
-def _open_grey_ink(source):
-    """Open an image file (or PIL image) as a float array where larger means more ink-like contrast."""
+def _open_grey_ink(source, max_pixels=None):
+    """Open an image (a path, a file object, bytes or a PIL image) as a float array where larger means
+    more ink-like contrast. `max_pixels` refuses larger images before their pixels are decoded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
+        if isinstance(source, bytes | bytearray):
+            source = io.BytesIO(source)
         image = source if isinstance(source, Image.Image) else Image.open(source)
+        if max_pixels and image.width * image.height > max_pixels:
+            raise ImageError(f"the image is too large ({image.width}x{image.height} pixels, over the limit of "
+                             f"{max_pixels:,}); send a smaller picture")
         image = ImageOps.exif_transpose(image)
         image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
@@ -394,16 +413,16 @@ def _open_grey_ink(source):
     return np.asarray(image.convert("L"), dtype=np.float32), False
 
 
-def image_to_mnist(source, min_contrast=0.05):
+def image_to_mnist(source, min_contrast=0.05, max_pixels=None):
     """Turn any digit picture into a normalized MNIST input [1, 28, 28], the way MNIST was made.
 
     Grey, digit light on dark (inverted when the border is light), cropped to its ink, scaled to
     fit 20x20 keeping its aspect ratio, then placed in 28x28 with its centre of mass at the centre.
-    Raises ImageError for an unreadable file or an image with no visible digit.
+    Raises ImageError for an unreadable file, one over `max_pixels`, or an image with no visible digit.
     """
     from PIL import Image
 
-    grey, is_alpha_ink = _open_grey_ink(source)
+    grey, is_alpha_ink = _open_grey_ink(source, max_pixels)
     if grey.ndim != 2 or grey.size == 0:
         raise ImageError("cannot read image: it has no pixels")
     if not is_alpha_ink:

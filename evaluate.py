@@ -13,25 +13,31 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+import checkpoints
 import data
 import plot
-import train
+import runtime
+from cli import (
+    Parser,
+    RunError,
+    add_checkpoint_options,
+    add_data_dir_option,
+    add_device_option,
+    checkpoint_path,
+    positive,
+)
 
 DIGITS = list(range(10))
 
 
 def parse_args(argv=None):
-    p = train.Parser(__doc__)
-    p.add_argument("--run-dir", default=train.DEFAULT_RUN_DIR,
-                   help=f"run whose best.pt to evaluate (default: {train.DEFAULT_RUN_DIR})")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file to evaluate; results go beside it")
-    p.add_argument("--data-dir", default="data", help="where MNIST is kept (default: ./data; fetched if missing)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="where to run (default: auto)")
-    p.add_argument("--batch-size", type=train.positive(int), default=500, help="images per forward pass (default: 500)")
+    p = Parser(__doc__)
+    add_checkpoint_options(p, "evaluate; results are written beside the checkpoint")
+    add_data_dir_option(p)
+    add_device_option(p)
+    p.add_argument("--batch-size", type=positive(int), default=500, help="images per forward pass (default: 500)")
     return p.parse_args(argv)
 
 
@@ -100,31 +106,29 @@ def write_report(path, metrics, plots):
 
 
 def evaluate(args):
-    device = train.pick_device(args.device)
-    checkpoint_path = Path(args.checkpoint or Path(args.run_dir) / "best.pt")
-    checkpoint = train.load_checkpoint(checkpoint_path)
-    model = train.load_model(checkpoint, device)
-    out_dir = checkpoint_path.parent
+    device = runtime.pick_device(args.device)
+    path = checkpoint_path(args)
+    checkpoint = checkpoints.load(path)
+    model = checkpoints.load_model(checkpoint, device)
+    out_dir = path.parent
     images, labels = data.load_split(args.data_dir, train=False)
-    channels_last = device.type == "cpu"
-    if channels_last:
-        train.keep_freed_memory_mapped()
-        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        runtime.keep_freed_memory_mapped()
 
     started = time.perf_counter()
-    logits = train.predict_logits(model, images.to(device), args.batch_size, channels_last).cpu()
+    logits = runtime.predict_logits(model, images.to(device), args.batch_size).cpu()
     seconds = time.perf_counter() - started
     confidences, predictions = logits.softmax(1).max(1)
     labels, predictions, confidences = labels.numpy(), predictions.numpy(), confidences.numpy()
 
     metrics = compute_metrics(labels, predictions)
-    metrics.update(checkpoint=str(checkpoint_path), epoch=int(checkpoint["epoch"]), test_images=len(labels),
+    metrics.update(checkpoint=str(path), epoch=int(checkpoint["epoch"]), test_images=len(labels),
                    model_seconds=round(seconds, 3))
-    print(f"{checkpoint_path} (epoch {metrics['epoch']}) on {len(labels)} test images, "
+    print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} test images, "
           f"{seconds:.2f}s of model time on {device}\n")
     print(format_report(metrics))
 
-    train.write_json(out_dir / "metrics.json", metrics)
+    data.write_json(out_dir / "metrics.json", metrics)
     write_predictions(out_dir / "predictions.csv", labels, predictions, confidences)
     plots = plot.plot_history(read_history(out_dir, checkpoint), out_dir, test_acc=metrics["accuracy"])
     plots.append(plot.plot_confusion_matrix(metrics["confusion_matrix"], out_dir / "confusion_matrix.png"))
@@ -140,7 +144,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         evaluate(args)
-    except (train.RunError, data.DataError) as e:
+    except (RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -9,23 +9,21 @@ A file that cannot be read gets one line and the others are still classified; th
 """
 
 import sys
-from pathlib import Path
 
 import torch
 
+import checkpoints
 import data
-import train
+import runtime
+from cli import Parser, RunError, add_checkpoint_options, add_device_option, checkpoint_path, positive
 
 
 def parse_args(argv=None):
-    p = train.Parser(__doc__)
+    p = Parser(__doc__)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...: any size, colour or grey)")
-    p.add_argument("--run-dir", default=train.DEFAULT_RUN_DIR,
-                   help=f"run whose best.pt to use (default: {train.DEFAULT_RUN_DIR})")
-    p.add_argument("--checkpoint", default=None, help="checkpoint file to use instead")
-    p.add_argument("--top", type=train.positive(int), default=1, help="show the K likeliest digits (default: 1)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="where to run (default: auto)")
+    add_checkpoint_options(p)
+    p.add_argument("--top", type=positive(int), default=1, help="show the K likeliest digits (default: 1)")
+    add_device_option(p)
     return p.parse_args(argv)
 
 
@@ -50,10 +48,9 @@ def format_prediction(path, probabilities, top):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        device = train.pick_device(args.device)
-        checkpoint = train.load_checkpoint(args.checkpoint or Path(args.run_dir) / "best.pt")
-        model = train.load_model(checkpoint, device)
-    except train.RunError as e:
+        device = runtime.pick_device(args.device)
+        model = checkpoints.load_model(checkpoints.load(checkpoint_path(args)), device)
+    except RunError as e:
         sys.exit(f"error: {e}")
     inputs, readable, problems = prepare_all(args.images)
     for line in problems:

@@ -9,14 +9,9 @@ accuracy) and the accuracy and loss plots. Checkpoints are chosen on a validatio
 the training set; the test set is left to evaluate.py.
 """
 
-import argparse
 import csv
-import ctypes
-import json
 import math
-import pickle
 import platform
-import re
 import signal
 import sys
 import time
@@ -27,53 +22,15 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
+import checkpoints
 import data
+import runtime
+from cli import DEFAULT_RUN_DIR, Parser, RunError, add_data_dir_option, add_device_option, fraction, positive
 from model import CNN
 
-DEFAULT_RUN_DIR = "runs/default"
-CHECKPOINT_FORMAT = "mnist-cnn-checkpoint-v1"
-CHECKPOINT_KEYS = {"format", "model", "optimizer", "scheduler", "epoch", "val_acc", "best_val_acc", "history",
-                   "config", "rng"}
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 # Options that only say where and how to run; everything else defines the run and is kept on resume.
 RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
-
-
-class RunError(RuntimeError):
-    """A problem the user can fix; main prints it as one line and exits non-zero."""
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a bad option gets one line naming it, not the whole usage text."""
-
-    def __init__(self, doc):
-        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            expected = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not value > 0 or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-        return value
-    return parse
-
-
-def fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
 
 
 def parse_args(argv=None):
@@ -93,9 +50,8 @@ def parse_args(argv=None):
                    help="turn off the random rotation/scale/shift of training images")
     p.add_argument("--target-acc", type=float, default=None,
                    help="stop once validation accuracy reaches this fraction, e.g. 0.99")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="where to train (default: auto = cuda, then mps, then cpu)")
-    p.add_argument("--data-dir", default="data", help="where MNIST is kept (default: ./data; fetched if missing)")
+    add_device_option(p, "train")
+    add_data_dir_option(p)
     p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"where this run is written (default: {DEFAULT_RUN_DIR})")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir from its last.pt, with that run's own settings")
@@ -106,112 +62,15 @@ def parse_args(argv=None):
     return args
 
 
-def pick_device(name="auto"):
-    """The torch device to use: `auto` takes CUDA, then Apple's MPS, then the CPU."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise RunError(f"--device {name} was asked for, but this machine has none; use --device auto or cpu")
-    return torch.device(name)
-
-
-def _glibc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not Linux, or not glibc: nothing to tune
-        return None
-
-
-def keep_freed_memory_mapped():
-    """Stop glibc from handing big freed blocks back to the OS after every step.
-
-    Otherwise each step's activations are page-faulted in afresh, which costs about a fifth of a CPU
-    training step here.
-    """
-    libc = _glibc()
-    if libc is not None:
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 32 << 20)
-        libc.mallopt(m_trim_threshold, 1 << 30)
-
-
-def release_freed_memory():
-    """Give the memory kept by keep_freed_memory_mapped back to the OS (once training is over)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def save_checkpoint(path, checkpoint):
-    with data.atomic_write(path) as f:
-        torch.save(checkpoint, f)
-
-
-def load_checkpoint(path, device="cpu"):
-    """Load one of our checkpoints safely (weights_only) or raise RunError saying what is wrong."""
-    path = Path(path)
-    if not path.exists():
-        raise RunError(f"no checkpoint at {path}; train one with `python train.py` or pass --checkpoint")
-    if not path.is_file():
-        raise RunError(f"{path} is not a file; pass the path of a .pt checkpoint")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = f"it would import {found.group(1)}" if found else "it holds more than tensors and plain values"
-        raise RunError(f"{path} is not a safe checkpoint ({what}); refusing to load it") from None
-    except Exception as e:  # torch raises many kinds for a damaged file; the first line says enough
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise RunError(f"{path} is not a loadable checkpoint (corrupt or truncated: {reason})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path} is not a checkpoint written by this repo's train.py")
-    missing = CHECKPOINT_KEYS - set(checkpoint)
-    if missing:
-        raise RunError(f"{path} is an incomplete checkpoint (no {', '.join(sorted(missing))})")
-    return checkpoint
-
-
-def load_weights(model, checkpoint):
-    """Put a checkpoint's weights into `model`; RunError if they are not this CNN's."""
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
-        reason = str(e).strip().splitlines()[0][:160]
-        raise RunError(f"the checkpoint holds a different model than model.py's CNN ({reason})") from None
-    return model
-
-
-def load_model(checkpoint, device="cpu"):
-    """The CNN with the checkpoint's weights, in eval mode."""
-    return load_weights(CNN(), checkpoint).to(device).eval()
-
-
 # ---------------------------------------------------------------------------------------------
 # Training and validation
-
-
-@torch.inference_mode()
-def predict_logits(model, images, batch_size=250, channels_last=False):
-    """Logits [N, 10] for uint8 images [N, 28, 28], computed in order, in eval mode."""
-    model.eval()
-    outputs = []
-    for x, _ in data.batches(images, images.new_zeros(len(images)), batch_size):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        outputs.append(model(x).float())
-    return torch.cat(outputs)
 
 
 def loss_and_accuracy(logits, labels):
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
-def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, use_bf16, channels_last):
+def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, use_bf16):
     """One pass over the training images; returns (mean loss, accuracy) on what it trained on."""
     model.train()
     generator = data.epoch_generator(args.seed, epoch)
@@ -219,11 +78,11 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, us
     bar = tqdm(data.batches(images, labels, args.batch_size, generator, augment=args.augment),
                total=steps, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False, file=sys.stderr,
                disable=None)  # no bar when stderr is not a terminal (logs, CI)
+    layout = runtime.memory_format(images.device)
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.long)
     for step, (x, y) in enumerate(bar, 1):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=layout)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
@@ -245,12 +104,6 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, us
 
 # ---------------------------------------------------------------------------------------------
 # The run directory
-
-
-def write_json(path, obj):
-    with data.atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
 
 
 def write_history(path, history):
@@ -311,12 +164,10 @@ def stop_on_signal(signum, frame):
     raise Stopped(signum)
 
 
-def build(args, train_images, device, channels_last):
+def build(args, train_images, device):
     """The seeded model, Adam (fused: one kernel for all weights) and the one-cycle schedule."""
     torch.manual_seed(args.seed)
-    model = CNN().to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = CNN().to(device, memory_format=runtime.memory_format(device))
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)
     steps_per_epoch = math.ceil(train_images / args.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,
@@ -325,26 +176,25 @@ def build(args, train_images, device, channels_last):
 
 
 def train(args):
-    device = pick_device(args.device)
+    device = runtime.pick_device(args.device)
     run_dir = prepare_run_dir(args)
     checkpoint = None
     if args.resume:
         if not (run_dir / "last.pt").exists():
             raise RunError(f"nothing to resume: {run_dir} has no last.pt (no epoch had completed); "
                            f"start it with: python train.py --run-dir {run_dir}")
-        checkpoint = load_checkpoint(run_dir / "last.pt")
+        checkpoint = checkpoints.load(run_dir / "last.pt")
         restore_args(args, checkpoint)
     if device.type == "cpu":
-        keep_freed_memory_mapped()
-    channels_last = device.type == "cpu"  # oneDNN's convolutions are faster in NHWC
+        runtime.keep_freed_memory_mapped()
     use_bf16 = device.type == "cuda"
 
     train_x, train_y, val_x, val_y = load_data(args, device)
-    model, optimizer, scheduler = build(args, len(train_x), device, channels_last)
+    model, optimizer, scheduler = build(args, len(train_x), device)
     config = run_config(args, device)
     history, best_val_acc, start_epoch = [], -1.0, 1
     if checkpoint is not None:
-        load_weights(model, checkpoint)
+        checkpoints.load_weights(model, checkpoint)
         try:
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
@@ -354,7 +204,7 @@ def train(args):
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
         start_epoch = checkpoint["epoch"] + 1
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
-    write_json(run_dir / "config.json", config)
+    data.write_json(run_dir / "config.json", config)
     print(f"training on {len(train_x)} images, validating on {len(val_x)}, device {device}, "
           f"{args.epochs} epochs of batch {args.batch_size}")
 
@@ -363,8 +213,8 @@ def train(args):
             break
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
-                                                args, epoch, use_bf16, channels_last)
-        val_loss, val_acc = loss_and_accuracy(predict_logits(model, val_x, channels_last=channels_last), val_y)
+                                                args, epoch, use_bf16)
+        val_loss, val_acc = loss_and_accuracy(runtime.predict_logits(model, val_x), val_y)
         if not math.isfinite(val_loss):
             raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}")
         seconds = time.perf_counter() - started
@@ -372,13 +222,13 @@ def train(args):
                "val_acc": val_acc, "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3)}
         history.append(row)
         best_val_acc = max(best_val_acc, val_acc)
-        checkpoint = {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+        checkpoint = {"format": checkpoints.FORMAT, "model": model.state_dict(),
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                       "epoch": epoch, "val_acc": val_acc, "best_val_acc": best_val_acc,
                       "history": history, "config": config, "rng": {"torch": torch.get_rng_state()}}
         if val_acc >= best_val_acc:
-            save_checkpoint(run_dir / "best.pt", checkpoint)
-        save_checkpoint(run_dir / "last.pt", checkpoint)
+            checkpoints.save(run_dir / "best.pt", checkpoint)
+        checkpoints.save(run_dir / "last.pt", checkpoint)
         write_history(run_dir / "history.csv", history)
         print(f"epoch {epoch:2d}/{args.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
               f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {seconds:.1f}s  "
@@ -406,7 +256,7 @@ def main(argv=None):
         sys.exit(128 + signum)
     import plot
 
-    release_freed_memory()  # the plots need less than training kept; keep the run's peak down
+    runtime.release_freed_memory()  # the plots need less than training kept; keep the run's peak down
     plot.plot_history(history, run_dir)
     best = max(history, key=lambda row: row["val_acc"]) if history else None
     if best:

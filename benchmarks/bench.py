@@ -23,8 +23,11 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import checkpoints  # noqa: E402
 import data  # noqa: E402
-import train  # noqa: E402
+import runtime  # noqa: E402
+import train  # noqa: E402  (the training step it measures)
+from cli import Parser, add_data_dir_option  # noqa: E402
 from model import CNN  # noqa: E402
 
 EPOCH_IMAGES = 55_000
@@ -108,14 +111,14 @@ def tutorial_images_per_second(data_dir, steps=150):
 
 def our_training(data_dir, images=12_800, repeats=3):
     """Images per second of train.py's own epoch function with its default options (augmentation on)."""
-    train.keep_freed_memory_mapped()
+    runtime.keep_freed_memory_mapped()
     # The schedule must last every repeat.
     args = train.parse_args(["--epochs", str(repeats + 1), "--subset", str(images), "--data-dir", str(data_dir)])
     train_x, train_y, _, _ = train.load_data(args, torch.device("cpu"))
-    model, optimizer, scheduler = train.build(args, len(train_x), torch.device("cpu"), channels_last=True)
+    model, optimizer, scheduler = train.build(args, len(train_x), torch.device("cpu"))
 
     def epoch():
-        train.train_one_epoch(model, optimizer, scheduler, train_x, train_y, args, 1, False, True)
+        train.train_one_epoch(model, optimizer, scheduler, train_x, train_y, args, 1, False)
 
     epoch()  # warm-up
     seconds = median_seconds(epoch, repeats)
@@ -130,11 +133,11 @@ def our_training(data_dir, images=12_800, repeats=3):
 
 
 def evaluation_seconds(data_dir, repeats=3):
-    train.keep_freed_memory_mapped()
+    runtime.keep_freed_memory_mapped()
     images, _ = data.load_split(data_dir, train=False, fetch=False)
-    model = CNN().eval().to(memory_format=torch.channels_last)
-    train.predict_logits(model, images, 500, channels_last=True)
-    return median_seconds(lambda: train.predict_logits(model, images, 500, channels_last=True), repeats)
+    model = CNN().eval().to(memory_format=runtime.memory_format("cpu"))
+    runtime.predict_logits(model, images, 500)
+    return median_seconds(lambda: runtime.predict_logits(model, images, 500), repeats)
 
 
 def timed_training_run(data_dir, *options):
@@ -145,15 +148,15 @@ def timed_training_run(data_dir, *options):
                         *options], check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        model = train.load_model(train.load_checkpoint(Path(run_dir) / "best.pt"))
+        model = checkpoints.load_model(checkpoints.load(Path(run_dir) / "best.pt"))
         images, labels = data.load_split(data_dir, train=False, fetch=False)
-        _, accuracy = train.loss_and_accuracy(train.predict_logits(model, images), labels)
+        accuracy = (runtime.predict_logits(model, images).argmax(1) == labels).float().mean().item()
     return seconds, peak_mb, accuracy
 
 
 def main():
-    p = train.Parser(__doc__)
-    p.add_argument("--data-dir", default="data", help="where MNIST is kept (default: ./data; fetched if missing)")
+    p = Parser(__doc__)
+    add_data_dir_option(p)
     p.add_argument("--quick", action="store_true",
                    help="skip the full training run (memory, time to 99%%) and measure each figure once")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
@@ -199,7 +202,7 @@ def main():
     print(f"\n{results['machine']}, torch {results['torch']}; ratios carry over between machines, seconds do not\n")
     for name, value, note in rows:
         print(f"{name:<24}{value:<34}{note}")
-    train.write_json(args.out, results)
+    data.write_json(args.out, results)
     print(f"\nwrote {args.out}")
 
 

@@ -19,15 +19,15 @@ import torch
 from conftest import ROOT, TINY_RUN, RunsCode, one_line_error, run_script, run_until, same_weights
 from PIL import Image, ImageDraw
 
+import checkpoints
 import data
-import train
 
 OFFLINE = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}  # pip can reach no package index
 
 
 def assert_every_checkpoint_loads(run_dir):
     for path in Path(run_dir).glob("*.pt"):
-        train.load_model(train.load_checkpoint(path))
+        checkpoints.load_model(checkpoints.load(path))
 
 
 # --- 1. kill -9 ------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_corrupt_data_with_no_good_source_is_one_clear_error(damage, real_mnist_
 def hostile_checkpoint(kind, path, good):
     """Write a bad checkpoint of `kind` at `path`; `good` is a real checkpoint file to start from."""
     if kind == "runs-code":
-        torch.save({"format": train.CHECKPOINT_FORMAT, "model": RunsCode(path.parent / "code-ran")}, path)
+        torch.save({"format": checkpoints.FORMAT, "model": RunsCode(path.parent / "code-ran")}, path)
     elif kind == "random-bytes":
         path.write_bytes(np.random.default_rng(0).bytes(4096))
     elif kind == "truncated":
@@ -283,7 +283,7 @@ def test_nan_weights_stop_the_run_and_keep_the_last_good_checkpoint(real_mnist_d
     assert result.returncode != 0
     assert "became nan" in result.stderr and "lower --lr" in result.stderr
     assert (run_dir / "best.pt").read_bytes() == good
-    train.load_model(train.load_checkpoint(run_dir / "best.pt"))
+    checkpoints.load_model(checkpoints.load(run_dir / "best.pt"))
 
 
 def test_huge_learning_rate_is_stopped_with_advice(real_mnist_dir, tmp_path):

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from conftest import TINY_RUN, one_line_error, run_script, run_until, same_weights
 from PIL import Image
 
+import checkpoints
 import data
+import runtime
 import train
 from model import CNN
 
@@ -91,13 +93,13 @@ def test_run_directory_holds_everything(trained_run):
 def test_checkpoints_load_safely_and_hold_the_whole_state(trained_run):
     run_dir, _ = trained_run
     last = torch.load(run_dir / "last.pt", weights_only=True)
-    assert last["epoch"] == 2 and last["format"] == train.CHECKPOINT_FORMAT
+    assert last["epoch"] == 2 and last["format"] == checkpoints.FORMAT
     assert {"model", "optimizer", "scheduler", "rng", "config", "history", "best_val_acc"} <= set(last)
-    best = train.load_checkpoint(run_dir / "best.pt")
+    best = checkpoints.load(run_dir / "best.pt")
     assert best["val_acc"] == best["best_val_acc"] == max(r["val_acc"] for r in last["history"])
-    model = train.load_model(best)
+    model = checkpoints.load_model(best)
     _, val = data.split_train_val(*data.load_split(last["config"]["data_dir"], fetch=False), 500, seed=0)
-    _, accuracy = train.loss_and_accuracy(train.predict_logits(model, val[0][:256]), val[1][:256])
+    _, accuracy = train.loss_and_accuracy(runtime.predict_logits(model, val[0][:256]), val[1][:256])
     assert accuracy == pytest.approx(best["history"][best["epoch"] - 1]["val_acc"], abs=1e-6)
 
 

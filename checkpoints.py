@@ -1,0 +1,61 @@
+"""Checkpoints: one dict per file (model, optimizer, schedule, config, progress), saved atomically and
+loaded safely (`weights_only=True`, then checked), and the trained model made from one.
+"""
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+import data
+import runtime
+from cli import RunError
+from model import CNN
+
+FORMAT = "mnist-cnn-checkpoint-v1"
+KEYS = {"format", "model", "optimizer", "scheduler", "epoch", "val_acc", "best_val_acc", "history", "config", "rng"}
+
+
+def save(path, checkpoint):
+    with data.atomic_write(path) as f:
+        torch.save(checkpoint, f)
+
+
+def load(path, device="cpu"):
+    """Load one of our checkpoints safely (weights_only) or raise RunError saying what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"no checkpoint at {path}; train one with `python train.py` or pass --checkpoint")
+    if not path.is_file():
+        raise RunError(f"{path} is not a file; pass the path of a .pt checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"it would import {found.group(1)}" if found else "it holds more than tensors and plain values"
+        raise RunError(f"{path} is not a safe checkpoint ({what}); refusing to load it") from None
+    except Exception as e:  # torch raises many kinds for a damaged file; the first line says enough
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise RunError(f"{path} is not a loadable checkpoint (corrupt or truncated: {reason})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise RunError(f"{path} is not a checkpoint written by this repo's train.py")
+    missing = KEYS - set(checkpoint)
+    if missing:
+        raise RunError(f"{path} is an incomplete checkpoint (no {', '.join(sorted(missing))})")
+    return checkpoint
+
+
+def load_weights(model, checkpoint):
+    """Put a checkpoint's weights into `model`; RunError if they are not this CNN's."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
+        reason = str(e).strip().splitlines()[0][:160]
+        raise RunError(f"the checkpoint holds a different model than model.py's CNN ({reason})") from None
+    return model
+
+
+def load_model(checkpoint, device="cpu"):
+    """The CNN with the checkpoint's weights, in eval mode, on `device` in its preferred memory layout."""
+    return load_weights(CNN(), checkpoint).to(device, memory_format=runtime.memory_format(device)).eval()

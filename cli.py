@@ -1,0 +1,68 @@
+"""The small command-line pieces every script shares: one-line errors, argument types, common options."""
+
+import argparse
+import math
+from pathlib import Path
+
+DEFAULT_RUN_DIR = "runs/default"
+
+
+class RunError(RuntimeError):
+    """A problem the user can fix; scripts print it as one line and exit non-zero."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad option gets one line naming it, not the whole usage text."""
+
+    def __init__(self, doc):
+        super().__init__(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def positive(kind):
+    """An argparse type: an int or float greater than 0 (and finite)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+    return parse
+
+
+def fraction(text):
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def add_device_option(parser, what="run"):
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help=f"where to {what} (default: auto = cuda, then mps, then cpu)")
+
+
+def add_data_dir_option(parser):
+    parser.add_argument("--data-dir", default="data",
+                        help="where the datasets are kept (default: ./data; fetched if missing)")
+
+
+def add_checkpoint_options(parser, use="use"):
+    """--run-dir and --checkpoint, for the scripts that read a trained model."""
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR,
+                        help=f"run whose best.pt to {use} (default: {DEFAULT_RUN_DIR})")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint file to use instead of the run's best.pt")
+
+
+def checkpoint_path(args):
+    """The checkpoint the user asked for: --checkpoint, else the run's best.pt."""
+    return Path(args.checkpoint) if args.checkpoint else Path(args.run_dir) / "best.pt"
