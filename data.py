@@ -386,8 +386,9 @@ def batches(images, labels, batch_size, generator=None, augment=False):
 
 
 def _open_grey_ink(source, max_pixels=None):
-    """Open an image (a path, a file object, bytes or a PIL image) as a float array where larger means
-    more ink-like contrast. `max_pixels` refuses larger images before their pixels are decoded."""
+    """Open an image (a path, a file object, bytes or a PIL image) as a grey array (uint8, or float for
+    16-bit and float images), and whether it is an alpha mask (larger = ink) rather than a picture.
+    `max_pixels` refuses larger images before their pixels are decoded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -397,20 +398,22 @@ def _open_grey_ink(source, max_pixels=None):
         if max_pixels and image.width * image.height > max_pixels:
             raise ImageError(f"the image is too large ({image.width}x{image.height} pixels, over the limit of "
                              f"{max_pixels:,}); send a smaller picture")
-        image = ImageOps.exif_transpose(image)
+        if image.format != "PNG" or "exif" in image.info:  # reading EXIF costs as much as the rest here
+            image = ImageOps.exif_transpose(image)
         image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
         reason = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else str(e)
         raise ImageError(f"cannot read image: {reason}") from None
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if has_alpha:
-        alpha = np.asarray(image.convert("RGBA"), dtype=np.float32)[..., 3]
+        alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else image.convert("RGBA").getchannel("A")
+        alpha = np.asarray(alpha)
         if alpha.min() < 128:
             # Strokes on a transparent background: what is opaque is the ink, whatever its colour.
             return alpha, True
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         return np.asarray(image, dtype=np.float32), False
-    return np.asarray(image.convert("L"), dtype=np.float32), False
+    return np.asarray(image.convert("L")), False
 
 
 def image_to_mnist(source, min_contrast=0.05, max_pixels=None):
@@ -425,18 +428,21 @@ def image_to_mnist(source, min_contrast=0.05, max_pixels=None):
     grey, is_alpha_ink = _open_grey_ink(source, max_pixels)
     if grey.ndim != 2 or grey.size == 0:
         raise ImageError("cannot read image: it has no pixels")
-    if not is_alpha_ink:
-        border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-        if np.median(border) > (grey.min() + grey.max()) / 2:
-            grey = grey.max() - grey  # dark digit on a light background
-    background = np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
-    ink = np.clip(grey - background, 0, None)
-    full_scale = 65535.0 if grey.max() > 255 else 255.0
-    if ink.max() < min_contrast * full_scale:
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = float(np.median(border))
+    darkest, lightest = float(grey.min()), float(grey.max())
+    # Ink is what differs from the background: darker on light paper, lighter on dark (or alpha).
+    dark_ink = not is_alpha_ink and background > (darkest + lightest) / 2
+    peak = background - darkest if dark_ink else lightest - background
+    full_scale = 65535.0 if (lightest - darkest if dark_ink else lightest) > 255 else 255.0
+    if peak < min_contrast * full_scale:
         raise ImageError("no digit found: the image is blank (or has almost no contrast)")
-    ink /= ink.max()
-    rows, cols = np.nonzero(ink > 0.2)
-    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    # Crop to the ink first, so that the float arithmetic below touches only the digit's box.
+    inked = grey < background - 0.2 * peak if dark_ink else grey > background + 0.2 * peak
+    rows, cols = np.flatnonzero(inked.any(1)), np.flatnonzero(inked.any(0))
+    box = grey[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float32)
+    ink = background - box if dark_ink else box - background
+    ink = np.clip(ink, 0, None) / peak
     height, width = ink.shape
     factor = 20.0 / max(height, width)
     size = (max(1, round(width * factor)), max(1, round(height * factor)))

@@ -1,6 +1,8 @@
 """Where and how the network runs: the device, its memory layout, the CPU allocator, batched inference."""
 
 import ctypes
+import platform
+from pathlib import Path
 
 import torch
 
@@ -16,6 +18,17 @@ def pick_device(name="auto"):
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
         raise RunError(f"--device {name} was asked for, but this machine has none; use --device auto or cpu")
     return torch.device(name)
+
+
+def cpu_name():
+    """The processor's model name, for benchmark reports (seconds mean little without it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def memory_format(device):

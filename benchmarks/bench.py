@@ -8,7 +8,6 @@ Prints a table and writes benchmarks/results.json. Raw seconds depend on the mac
 """
 
 import math
-import platform
 import resource
 import statistics
 import subprocess
@@ -51,16 +50,6 @@ def forward_flops_per_image(model):
     for hook in hooks:
         hook.remove()
     return 2 * sum(macs)
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def median_seconds(fn, repeats):
@@ -163,7 +152,7 @@ def main():
     args = p.parse_args()
     data.ensure_mnist(args.data_dir)
 
-    results = {"machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
+    results = {"machine": f"{runtime.cpu_name()}, {torch.get_num_threads()} threads",
                "torch": str(torch.__version__)}
     flops = forward_flops_per_image(CNN())
     gflops = matmul_gflops()

@@ -31,3 +31,12 @@ def test_quick_benchmark_runs_and_writes_its_results(real_mnist_dir, tmp_path):
     assert results["speedup_over_tutorial"] == pytest.approx(
         results["train_images_per_second"] / results["tutorial_images_per_second"])
     assert "of the floor's rate" in result.stdout and "ratios carry over" in result.stdout
+
+
+def test_serve_load_benchmark_runs_and_reports(reader_run):
+    result = run_script("benchmarks/serve_load.py", "--run-dir", reader_run, "--requests", 120, "--clients", 4)
+    assert result.returncode == 0, result.stderr
+    rows = {line[:22].strip(): line[22:].split() for line in result.stdout.splitlines() if line[:22].strip()}
+    assert float(rows["requests per second"][0]) > 0
+    assert rows["errors"][0] == "0"
+    assert "MB after 100" in result.stdout

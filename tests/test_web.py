@@ -1,0 +1,157 @@
+"""The web page in a real browser (headless Chromium driven by Playwright), as a person uses it.
+
+The digits are drawn with mouse strokes along strokes.py's shapes on a page served by serve.py, with a
+model trained by the test run on 20,000 real MNIST images (the `reader_run` fixture).
+"""
+
+import base64
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+import strokes
+
+
+def browser_path(playwright):
+    """Playwright's own Chromium where `playwright install chromium` put it, else the system's."""
+    if Path(playwright.chromium.executable_path).exists():
+        return None
+    system = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if system is None:
+        pytest.fail("no Chromium: install Debian's `chromium` package, or run `playwright install chromium`")
+    return system
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path(playwright))
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    address, _ = served
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.goto(address)
+    expect(page.get_by_text("validation accuracy")).to_be_visible()
+    yield page
+    context.close()
+
+
+def draw(page, digit):
+    """Draw the digit with the mouse, stroke by stroke, over about two thirds of the pad."""
+    box = page.get_by_label("Drawing pad").bounding_box()
+    for stroke in strokes.smooth_strokes(digit):
+        points = [(box["x"] + (0.15 + 0.7 * x) * box["width"], box["y"] + (0.15 + 0.7 * y) * box["height"])
+                  for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=2)
+        page.mouse.up()
+
+
+def reading(page):
+    """The digit the page shows once every request it has made has been answered."""
+    expect(page.get_by_label("What the network reads")).to_have_attribute("aria-busy", "false")
+    return page.get_by_label("Predicted digit").inner_text()
+
+
+def test_drawn_digits_are_read(page):
+    read = {}
+    for digit in range(10):
+        page.get_by_role("button", name="Clear").click()
+        draw(page, digit)
+        read[digit] = reading(page)
+    right = sum(read[d] == str(d) for d in range(10))
+    assert right >= 9, f"read {read}"
+
+
+def test_the_page_shows_probabilities_and_the_networks_input(page):
+    draw(page, 3)
+    assert reading(page) == "3"
+    bars = page.get_by_label("Probability of each digit").get_by_role("listitem")
+    expect(bars).to_have_count(10)
+    expect(bars.nth(3)).to_have_class("top")
+    assert "%" in page.get_by_text("% sure").inner_text()
+    ink = page.evaluate("""() => {  // dark pixels of the 28x28 input, read at the centre of each drawn cell
+        const canvas = document.getElementById('input');
+        const cell = (canvas.width - 1) / 28;
+        const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let dark = 0;
+        for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
+            const i = Math.floor((y + 0.5) * cell + 1) * canvas.width + Math.floor((x + 0.5) * cell + 1);
+            if (pixels[4 * i] < 128) dark++;
+        }
+        return dark;
+    }""")
+    assert 40 < ink < 400  # a digit's worth of dark pixels out of 784
+
+
+def pad_is_blank(page):
+    return page.evaluate("""() => {
+        const pad = document.getElementById('pad');
+        return pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data.every(v => v === 255);
+    }""")
+
+
+def test_clear_clears_by_button_and_by_key(page):
+    draw(page, 7)
+    reading(page)
+    assert not pad_is_blank(page)
+    page.get_by_role("button", name="Clear").click()
+    assert pad_is_blank(page)
+    expect(page.get_by_label("Predicted digit")).to_have_text("?")
+    draw(page, 1)
+    reading(page)
+    page.keyboard.press("Escape")
+    assert pad_is_blank(page)
+    expect(page.get_by_label("Predicted digit")).to_have_text("?")
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_dropped_photo_is_read(page):
+    # A grey, photo-like picture: a dark-grey 5 on light-grey paper, larger than the pad.
+    photo = strokes.render(5, size=600, ink=60, paper=200)
+    transfer = page.evaluate_handle("""(encoded) => {
+        const bytes = Uint8Array.from(atob(encoded), c => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], 'five.png', {type: 'image/png'}));
+        return transfer;
+    }""", base64.b64encode(png_bytes(photo)).decode())
+    page.get_by_label("Drawing pad").dispatch_event("drop", {"dataTransfer": transfer})
+    assert reading(page) == "5"
+    assert not pad_is_blank(page)  # the photo is shown where it was dropped
+
+
+def test_a_chosen_file_is_read_and_a_bad_one_is_explained(page, tmp_path):
+    (tmp_path / "eight.png").write_bytes(png_bytes(strokes.render(8)))
+    page.get_by_text("Choose an image").set_input_files(tmp_path / "eight.png")
+    assert reading(page) == "8"
+    (tmp_path / "blank.png").write_bytes(png_bytes(strokes.render(8, ink=255)))
+    page.get_by_text("Choose an image").set_input_files(tmp_path / "blank.png")
+    expect(page.get_by_role("alert")).to_contain_text("no digit found")
+
+
+def test_the_page_fits_a_phone(browser, served):
+    address, _ = served
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.goto(address)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
+    pad = page.get_by_label("Drawing pad").bounding_box()
+    assert 300 <= pad["width"] <= 390 and pad["width"] == pytest.approx(pad["height"], abs=1)
+    bars = page.get_by_label("Probability of each digit").bounding_box()
+    assert bars["x"] >= 0 and bars["x"] + bars["width"] <= 390
+    context.close()
