@@ -35,6 +35,17 @@ def positive(kind):
     return parse
 
 
+def non_negative(text):
+    """An argparse type: a finite number of 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def fraction(text):
     """An argparse type: a number in [0, 1)."""
     try:
@@ -49,6 +60,12 @@ def fraction(text):
 def add_device_option(parser, what="run"):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help=f"where to {what} (default: auto = cuda, then mps, then cpu)")
+
+
+def add_precision_option(parser):
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="arithmetic of the forward pass (default: auto = bf16 where the hardware runs it "
+                             "natively and faster: CUDA, CPUs with AMX; fp32 elsewhere)")
 
 
 def add_data_dir_option(parser):

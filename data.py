@@ -8,10 +8,12 @@ turns a user's own picture into an MNIST-style input.
 """
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import shutil
@@ -338,21 +340,48 @@ def denormalize(x):
     return x * STD + MEAN
 
 
-def random_affine(images, generator, max_degrees=10.0, max_scale=0.1, max_shift=2.0):
-    """Rotate, scale and shift each image of a float batch [N, 1, H, W] by its own random amount.
+@dataclasses.dataclass(frozen=True)
+class Warp:
+    """How far training images are warped: each by its own random affine map and, with `elastic`,
+    a smooth random displacement field (Simard et al. 2003) of that RMS size in pixels."""
 
-    The parameters come from `generator` (a CPU generator), so a seeded batch is repeatable on any
-    device. Pixels outside the source become 0, the MNIST background before normalization.
+    degrees: float = 10.0
+    scale: float = 0.1
+    shift: float = 2.0
+    elastic: float = 0.0
+    elastic_sigma: float = 4.0  # smoothness of the field, in pixels
+
+
+def _smooth_field(n, height, width, sigma, generator):
+    """[N, H, W, 2] displacements with unit RMS: uniform noise blurred by a Gaussian of `sigma` pixels."""
+    radius = max(1, round(2 * sigma))
+    taps = torch.exp(-torch.arange(-radius, radius + 1.0) ** 2 / (2 * sigma**2))
+    taps /= taps.sum()
+    noise = (torch.rand(2 * n, 1, height, width, generator=generator) * 2 - 1)
+    noise = F.conv2d(noise, taps.view(1, 1, 1, -1), padding=(0, radius))
+    noise = F.conv2d(noise, taps.view(1, 1, -1, 1), padding=(radius, 0))
+    rms = math.sqrt(1 / 3) * taps.square().sum().item()  # of uniform(-1, 1) noise after the 2-D blur
+    return (noise / rms).view(n, 2, height, width).permute(0, 2, 3, 1)
+
+
+def random_warp(images, generator, warp=Warp()):
+    """Warp each image of a float batch [N, 1, H, W] by its own random amount (see Warp), in one resampling.
+
+    The randomness comes from `generator` (a CPU generator), so a seeded batch is repeatable on any
+    device. Pixels from outside the source become 0, the MNIST background before normalization.
     """
     n, _, height, width = images.shape
     u = torch.rand(n, 4, generator=generator) * 2 - 1
-    angle = torch.deg2rad(u[:, 0] * max_degrees)
-    scale = 1 + u[:, 1] * max_scale
-    shift_x, shift_y = u[:, 2] * max_shift * 2 / width, u[:, 3] * max_shift * 2 / height
+    angle = torch.deg2rad(u[:, 0] * warp.degrees)
+    scale = 1 + u[:, 1] * warp.scale
+    shift_x, shift_y = u[:, 2] * warp.shift * 2 / width, u[:, 3] * warp.shift * 2 / height
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1),
-                         torch.stack([sin, cos, shift_y], 1)], 1).to(images.device, images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
+    if warp.elastic:
+        pixels = torch.tensor([2 / width, 2 / height])  # grid units per pixel, x then y
+        grid = grid + _smooth_field(n, height, width, warp.elastic_sigma, generator) * warp.elastic * pixels
+    grid = grid.to(images.device, images.dtype)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -361,10 +390,10 @@ def epoch_generator(seed, epoch):
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
 
 
-def batches(images, labels, batch_size, generator=None, augment=False):
+def batches(images, labels, batch_size, generator=None, warp=None):
     """Yield normalized (x, y) batches from uint8 images held in memory (on any device).
 
-    With a `generator` the order is shuffled (and, with `augment`, each image warped) from it;
+    With a `generator` the order is shuffled (and, given a Warp, each image warped) from it;
     without one the batches come in order, as evaluation wants.
     """
     n = len(images)
@@ -376,8 +405,8 @@ def batches(images, labels, batch_size, generator=None, augment=False):
             index = order[start:start + batch_size].to(images.device)
             x, y = images[index], labels[index]
         x = x.unsqueeze(1).float().div_(255)
-        if augment:
-            x = random_affine(x, generator)
+        if warp is not None:
+            x = random_warp(x, generator, warp)
         yield normalize(x), y
 
 

@@ -16,28 +16,21 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 import checkpoints
+import cli
 import data
 import plot
 import runtime
-from cli import (
-    Parser,
-    RunError,
-    add_checkpoint_options,
-    add_data_dir_option,
-    add_device_option,
-    checkpoint_path,
-    positive,
-)
 
 DIGITS = list(range(10))
 
 
 def parse_args(argv=None):
-    p = Parser(__doc__)
-    add_checkpoint_options(p, "evaluate; results are written beside the checkpoint")
-    add_data_dir_option(p)
-    add_device_option(p)
-    p.add_argument("--batch-size", type=positive(int), default=500, help="images per forward pass (default: 500)")
+    p = cli.Parser(__doc__)
+    cli.add_checkpoint_options(p, "evaluate; results are written beside the checkpoint")
+    cli.add_data_dir_option(p)
+    cli.add_device_option(p)
+    cli.add_precision_option(p)
+    p.add_argument("--batch-size", type=cli.positive(int), default=500, help="images per forward pass (default: 500)")
     return p.parse_args(argv)
 
 
@@ -107,7 +100,8 @@ def write_report(path, metrics, plots):
 
 def evaluate(args):
     device = runtime.pick_device(args.device)
-    path = checkpoint_path(args)
+    precision, _ = runtime.pick_precision(args.precision, device)
+    path = cli.checkpoint_path(args)
     checkpoint = checkpoints.load(path)
     model = checkpoints.load_model(checkpoint, device)
     out_dir = path.parent
@@ -116,7 +110,7 @@ def evaluate(args):
         runtime.keep_freed_memory_mapped()
 
     started = time.perf_counter()
-    logits = runtime.predict_logits(model, images.to(device), args.batch_size).cpu()
+    logits = runtime.predict_logits(model, images.to(device), args.batch_size, precision).cpu()
     seconds = time.perf_counter() - started
     confidences, predictions = logits.softmax(1).max(1)
     labels, predictions, confidences = labels.numpy(), predictions.numpy(), confidences.numpy()
@@ -125,7 +119,7 @@ def evaluate(args):
     metrics.update(checkpoint=str(path), epoch=int(checkpoint["epoch"]), test_images=len(labels),
                    model_seconds=round(seconds, 3))
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} test images, "
-          f"{seconds:.2f}s of model time on {device}\n")
+          f"{seconds:.2f}s of model time on {device} in {precision}\n")
     print(format_report(metrics))
 
     data.write_json(out_dir / "metrics.json", metrics)
@@ -144,7 +138,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         evaluate(args)
-    except (RunError, data.DataError) as e:
+    except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
 
 

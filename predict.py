@@ -13,17 +13,18 @@ import sys
 import torch
 
 import checkpoints
+import cli
 import data
 import runtime
-from cli import Parser, RunError, add_checkpoint_options, add_device_option, checkpoint_path, positive
 
 
 def parse_args(argv=None):
-    p = Parser(__doc__)
+    p = cli.Parser(__doc__)
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...: any size, colour or grey)")
-    add_checkpoint_options(p)
-    p.add_argument("--top", type=positive(int), default=1, help="show the K likeliest digits (default: 1)")
-    add_device_option(p)
+    cli.add_checkpoint_options(p)
+    p.add_argument("--top", type=cli.positive(int), default=1, help="show the K likeliest digits (default: 1)")
+    cli.add_device_option(p)
+    cli.add_precision_option(p)
     return p.parse_args(argv)
 
 
@@ -49,15 +50,15 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         device = runtime.pick_device(args.device)
-        model = checkpoints.load_model(checkpoints.load(checkpoint_path(args)), device)
-    except RunError as e:
+        precision, _ = runtime.pick_precision(args.precision, device)
+        model = checkpoints.load_model(checkpoints.load(cli.checkpoint_path(args)), device)
+    except cli.RunError as e:
         sys.exit(f"error: {e}")
     inputs, readable, problems = prepare_all(args.images)
     for line in problems:
         print(line, file=sys.stderr)
     if inputs:
-        with torch.inference_mode():
-            probabilities = model(torch.stack(inputs).to(device)).float().softmax(1).cpu()
+        probabilities = runtime.probabilities(model, torch.stack(inputs), precision)
         for path, p in zip(readable, probabilities):
             print(format_prediction(path, p, min(args.top, 10)))
     sys.exit(1 if problems else 0)

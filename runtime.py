@@ -1,4 +1,5 @@
-"""Where and how the network runs: the device, its memory layout, the CPU allocator, batched inference."""
+"""Where and how the network runs: the device, the precision, the memory layout, the CPU allocator, and
+batched inference."""
 
 import ctypes
 import platform
@@ -29,6 +30,42 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_has_amx():
+    """Whether this CPU has AMX tiles, the matrix units that make bf16 much faster than fp32."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check and check())
+
+
+def pick_precision(name, device):
+    """(precision, reason): "bf16" (autocast; weights, optimizer state and the loss stay fp32) or "fp32".
+
+    `auto` takes bf16 where the hardware multiplies bf16 natively and faster: CUDA GPUs that support it,
+    and CPUs with AMX. AVX512-BF16 alone is not enough: on such a CPU (an Intel Xeon without AMX) a bf16
+    2048x2048 matmul ran at 165 GFLOP/s against 200 in fp32, and the bf16 training step was slower too.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        native, why = torch.cuda.is_bf16_supported(), "this GPU"
+    elif device.type == "cpu":
+        native = cpu_has_amx()
+        why = "this CPU has AMX" if native else (
+            "this CPU has AVX512-BF16 but no AMX, where bf16 is slower than fp32"
+            if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "this CPU has no native bf16")
+    else:
+        native, why = False, f"bf16 is not tried on {device.type}"
+    if name == "auto":
+        return ("bf16" if native else "fp32"), f"auto: {why}"
+    if name == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise RunError("--precision bf16 was asked for, but this CPU has no bf16 instructions (it would be "
+                       "emulated, many times slower); use --precision auto or fp32")
+    return name, "asked for"
+
+
+def autocast(device, precision):
+    """The context that runs the forward pass in `precision` on `device` (a no-op for fp32)."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def memory_format(device):
@@ -64,11 +101,21 @@ def release_freed_memory():
 
 
 @torch.inference_mode()
-def predict_logits(model, images, batch_size=250):
+def probabilities(model, x, precision="fp32"):
+    """Softmax probabilities [N, 10], on the CPU, for normalized inputs [N, 1, 28, 28] on any device."""
+    device = next(model.parameters()).device
+    x = x.to(device).contiguous(memory_format=memory_format(device))
+    with autocast(device, precision):
+        return model(x).float().softmax(1).cpu()
+
+
+@torch.inference_mode()
+def predict_logits(model, images, batch_size=250, precision="fp32"):
     """Logits [N, 10] (float32) for uint8 images [N, 28, 28], computed in order, in eval mode."""
     model.eval()
     layout = memory_format(images.device)
     outputs = []
     for x, _ in data.batches(images, images.new_zeros(len(images)), batch_size):
-        outputs.append(model(x.contiguous(memory_format=layout)).float())
+        with autocast(images.device, precision):
+            outputs.append(model(x.contiguous(memory_format=layout)).float())
     return torch.cat(outputs)

@@ -25,9 +25,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import checkpoints
+import cli
 import data
 import runtime
-from cli import Parser, RunError, add_checkpoint_options, add_device_option, checkpoint_path
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 10 << 20  # a phone photo fits; larger bodies are refused before they are read whole
@@ -44,8 +44,8 @@ class BatchedReader:
     arrive meanwhile form the next batch. (A thread hop per image costs more than decoding a canvas.)
     """
 
-    def __init__(self, model, device, prepare):
-        self.model, self.device, self.prepare = model, device, prepare
+    def __init__(self, model, prepare, precision="fp32"):
+        self.model, self.prepare, self.precision = model, prepare, precision
         self.waiting = []
         self.worker = None
 
@@ -82,9 +82,7 @@ class BatchedReader:
                 results.append(e)
         inputs = [x for x in results if not isinstance(x, Exception)]
         if inputs:
-            with torch.inference_mode():
-                x = torch.stack(inputs).to(self.device).contiguous(memory_format=runtime.memory_format(self.device))
-                probabilities = iter(self.model(x).float().softmax(1).cpu())
+            probabilities = iter(runtime.probabilities(self.model, torch.stack(inputs), self.precision))
             results = [x if isinstance(x, Exception) else (x, next(probabilities)) for x in results]
         return results
 
@@ -132,16 +130,16 @@ def as_pixels(x):
     return np.clip(np.rint(data.denormalize(x[0].numpy()) * 255), 0, 255).astype(np.uint8).tolist()
 
 
-def create_app(path, device="cpu", on_ready=None):
+def create_app(path, device="cpu", precision="fp32", on_ready=None):
     """The FastAPI app serving the checkpoint at `path` (loaded once, here) and the page in web/.
 
     `on_ready()` is called once the server is up and answering.
     """
     device = torch.device(device)
     checkpoint = checkpoints.load(path)
-    reader = BatchedReader(checkpoints.load_model(checkpoint, device), device, prepare)
+    reader = BatchedReader(checkpoints.load_model(checkpoint, device), prepare, precision)
     about = {"status": "ok", "checkpoint": str(path), "epoch": int(checkpoint["epoch"]),
-             "val_acc": float(checkpoint["val_acc"]), "device": str(device)}
+             "val_acc": float(checkpoint["val_acc"]), "device": str(device), "precision": precision}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -188,12 +186,13 @@ def create_app(path, device="cpu", on_ready=None):
 
 
 def parse_args(argv=None):
-    p = Parser(__doc__)
-    add_checkpoint_options(p, "serve")
+    p = cli.Parser(__doc__)
+    cli.add_checkpoint_options(p, "serve")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 picks a free one)")
-    add_device_option(p)
+    cli.add_device_option(p)
+    cli.add_precision_option(p)
     return p.parse_args(argv)
 
 
@@ -207,20 +206,22 @@ def open_socket(host, port):
         sock.listen(2048)  # connections wait in the queue from now on, so the printed address answers
     except OSError as e:
         sock.close()
-        raise RunError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port or --host") from None
+        raise cli.RunError(f"cannot listen on {host}:{port} ({e.strerror}); pass another --port or --host") from None
     return sock
 
 
 def main(argv=None):
     args = parse_args(argv)
-    path = checkpoint_path(args)
+    path = cli.checkpoint_path(args)
     try:
         sock = open_socket(args.host, args.port)
         host, port = sock.getsockname()[:2]
         address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        app = create_app(path, runtime.pick_device(args.device),
+        device = runtime.pick_device(args.device)
+        precision, _ = runtime.pick_precision(args.precision, device)
+        app = create_app(path, device, precision,
                          on_ready=lambda: print(f"serving {path} at {address}  (Ctrl-C to stop)", flush=True))
-    except RunError as e:
+    except cli.RunError as e:
         sys.exit(f"error: {e}")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: the model is reachable from the network by anyone who can "

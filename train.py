@@ -23,9 +23,9 @@ import torchvision
 from tqdm import tqdm
 
 import checkpoints
+import cli
 import data
 import runtime
-from cli import DEFAULT_RUN_DIR, Parser, RunError, add_data_dir_option, add_device_option, fraction, positive
 from model import CNN
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -34,25 +34,30 @@ RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
 
 
 def parse_args(argv=None):
-    p = Parser(__doc__)
-    p.add_argument("--epochs", type=positive(int), default=6, help="passes over the training split (default: 6)")
-    p.add_argument("--batch-size", type=positive(int), default=256, help="images per step (default: 256)")
-    p.add_argument("--lr", type=positive(float), default=3e-3,
+    p = cli.Parser(__doc__)
+    p.add_argument("--epochs", type=cli.positive(int), default=6, help="passes over the training split (default: 6)")
+    p.add_argument("--batch-size", type=cli.positive(int), default=256, help="images per step (default: 256)")
+    p.add_argument("--lr", type=cli.positive(float), default=3e-3,
                    help="peak learning rate of the one-cycle schedule (default: 3e-3)")
-    p.add_argument("--label-smoothing", type=fraction, default=0.1,
+    p.add_argument("--label-smoothing", type=cli.fraction, default=0.1,
                    help="label smoothing of the training loss, in [0, 1) (default: 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation (default: 0)")
-    p.add_argument("--val-size", type=positive(int), default=5000,
+    p.add_argument("--val-size", type=cli.positive(int), default=5000,
                    help="training images held out for validation (default: 5000)")
-    p.add_argument("--subset", type=positive(int), default=None,
+    p.add_argument("--subset", type=cli.positive(int), default=None,
                    help="train on only this many images (and validate on at most as many): quick trials and tests")
     p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="turn off the random rotation/scale/shift of training images")
+                   help="turn off the random warping (rotation, scale, shift, elastic) of training images")
+    p.add_argument("--elastic", type=cli.non_negative, default=0.0,
+                   help="RMS size in pixels of the smooth random distortion added to each training image "
+                        "(Simard et al. 2003; default: 0, none)")
     p.add_argument("--target-acc", type=float, default=None,
                    help="stop once validation accuracy reaches this fraction, e.g. 0.99")
-    add_device_option(p, "train")
-    add_data_dir_option(p)
-    p.add_argument("--run-dir", default=DEFAULT_RUN_DIR, help=f"where this run is written (default: {DEFAULT_RUN_DIR})")
+    cli.add_device_option(p, "train")
+    cli.add_precision_option(p)
+    cli.add_data_dir_option(p)
+    p.add_argument("--run-dir", default=cli.DEFAULT_RUN_DIR,
+                   help=f"where this run is written (default: {cli.DEFAULT_RUN_DIR})")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir from its last.pt, with that run's own settings")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --run-dir holds a run")
@@ -70,12 +75,13 @@ def loss_and_accuracy(logits, labels):
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
-def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, use_bf16):
+def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, precision="fp32"):
     """One pass over the training images; returns (mean loss, accuracy) on what it trained on."""
     model.train()
     generator = data.epoch_generator(args.seed, epoch)
     steps = math.ceil(len(images) / args.batch_size)
-    bar = tqdm(data.batches(images, labels, args.batch_size, generator, augment=args.augment),
+    warp = data.Warp(elastic=args.elastic) if args.augment else None
+    bar = tqdm(data.batches(images, labels, args.batch_size, generator, warp),
                total=steps, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False, file=sys.stderr,
                disable=None)  # no bar when stderr is not a terminal (logs, CI)
     layout = runtime.memory_format(images.device)
@@ -83,7 +89,7 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, us
     correct = torch.zeros((), device=images.device, dtype=torch.long)
     for step, (x, y) in enumerate(bar, 1):
         x = x.contiguous(memory_format=layout)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with runtime.autocast(images.device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -123,9 +129,9 @@ def prepare_run_dir(args):
     """Create (or check) the run directory; refuse to silently overwrite an earlier run."""
     run_dir = Path(args.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"--run-dir {run_dir} is a file; pass a folder path")
+        raise cli.RunError(f"--run-dir {run_dir} is a file; pass a folder path")
     if (run_dir / "last.pt").exists() and not (args.resume or args.overwrite):
-        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
+        raise cli.RunError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
                        "start it again, or --run-dir for a new one")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +139,7 @@ def prepare_run_dir(args):
             pass
         (run_dir / ".write-test").unlink()
     except OSError as e:
-        raise RunError(f"cannot write to --run-dir {run_dir} ({e.strerror}); pass a writable folder") from None
+        raise cli.RunError(f"cannot write to --run-dir {run_dir} ({e.strerror}); pass a writable folder") from None
     for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed; the real file is whole
         stale.unlink()
     return run_dir
@@ -175,23 +181,28 @@ def build(args, train_images, device):
     return model, optimizer, scheduler
 
 
+def best_epoch(history):
+    """The history row of the epoch best.pt holds: the best validation accuracy, the later of equals."""
+    return max(reversed(history), key=lambda row: row["val_acc"])
+
+
 def train(args):
     device = runtime.pick_device(args.device)
     run_dir = prepare_run_dir(args)
     checkpoint = None
     if args.resume:
         if not (run_dir / "last.pt").exists():
-            raise RunError(f"nothing to resume: {run_dir} has no last.pt (no epoch had completed); "
+            raise cli.RunError(f"nothing to resume: {run_dir} has no last.pt (no epoch had completed); "
                            f"start it with: python train.py --run-dir {run_dir}")
         checkpoint = checkpoints.load(run_dir / "last.pt")
         restore_args(args, checkpoint)
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()
-    use_bf16 = device.type == "cuda"
+    precision, why = runtime.pick_precision(args.precision, device)
 
     train_x, train_y, val_x, val_y = load_data(args, device)
     model, optimizer, scheduler = build(args, len(train_x), device)
-    config = run_config(args, device)
+    config = {**run_config(args, device), "precision_used": precision, "precision_reason": why}
     history, best_val_acc, start_epoch = [], -1.0, 1
     if checkpoint is not None:
         checkpoints.load_weights(model, checkpoint)
@@ -200,12 +211,12 @@ def train(args):
             scheduler.load_state_dict(checkpoint["scheduler"])
             torch.set_rng_state(checkpoint["rng"]["torch"])
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise RunError(f"last.pt's optimizer or schedule does not fit this run ({e})") from None
+            raise cli.RunError(f"last.pt's optimizer or schedule does not fit this run ({e})") from None
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
         start_epoch = checkpoint["epoch"] + 1
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
     data.write_json(run_dir / "config.json", config)
-    print(f"training on {len(train_x)} images, validating on {len(val_x)}, device {device}, "
+    print(f"training on {len(train_x)} images, validating on {len(val_x)}, device {device}, {precision} ({why}), "
           f"{args.epochs} epochs of batch {args.batch_size}")
 
     for epoch in range(start_epoch, args.epochs + 1):
@@ -213,8 +224,8 @@ def train(args):
             break
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
-                                                args, epoch, use_bf16)
-        val_loss, val_acc = loss_and_accuracy(runtime.predict_logits(model, val_x), val_y)
+                                                args, epoch, precision)
+        val_loss, val_acc = loss_and_accuracy(runtime.predict_logits(model, val_x, precision=precision), val_y)
         if not math.isfinite(val_loss):
             raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}")
         seconds = time.perf_counter() - started
@@ -242,7 +253,7 @@ def main(argv=None):
         signal.signal(signum, stop_on_signal)
     try:
         run_dir, history = train(args)
-    except (RunError, data.DataError) as e:
+    except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
     except FloatingPointError as e:
         sys.exit(f"error: {e}; stopped without saving it. best.pt and last.pt hold the last good "
@@ -258,8 +269,8 @@ def main(argv=None):
 
     runtime.release_freed_memory()  # the plots need less than training kept; keep the run's peak down
     plot.plot_history(history, run_dir)
-    best = max(history, key=lambda row: row["val_acc"]) if history else None
-    if best:
+    if history:
+        best = best_epoch(history)
         print(f"best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); "
               f"checkpoints and plots in {run_dir}. Next: python evaluate.py --run-dir {run_dir}")
 

@@ -23,10 +23,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import checkpoints  # noqa: E402
+import cli  # noqa: E402
 import data  # noqa: E402
 import runtime  # noqa: E402
 import train  # noqa: E402  (the training step it measures)
-from cli import Parser, add_data_dir_option  # noqa: E402
 from model import CNN  # noqa: E402
 
 EPOCH_IMAGES = 55_000
@@ -112,11 +112,12 @@ def our_training(data_dir, images=12_800, repeats=3):
     epoch()  # warm-up
     seconds = median_seconds(epoch, repeats)
 
-    def batching(augment):
-        for _ in data.batches(train_x, train_y, args.batch_size, data.epoch_generator(0, 1), augment=augment):
+    def batching(warp):
+        for _ in data.batches(train_x, train_y, args.batch_size, data.epoch_generator(0, 1), warp):
             pass
 
-    augment_seconds = median_seconds(lambda: batching(True), repeats) - median_seconds(lambda: batching(False),
+    warp = data.Warp(elastic=args.elastic)
+    augment_seconds = median_seconds(lambda: batching(warp), repeats) - median_seconds(lambda: batching(None),
                                                                                        repeats)
     return images / seconds, augment_seconds / seconds
 
@@ -144,8 +145,8 @@ def timed_training_run(data_dir, *options):
 
 
 def main():
-    p = Parser(__doc__)
-    add_data_dir_option(p)
+    p = cli.Parser(__doc__)
+    cli.add_data_dir_option(p)
     p.add_argument("--quick", action="store_true",
                    help="skip the full training run (memory, time to 99%%) and measure each figure once")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")

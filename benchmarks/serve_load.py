@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import cli  # noqa: E402
 import runtime  # noqa: E402
-from cli import Parser, add_checkpoint_options, checkpoint_path, positive  # noqa: E402
 
 WARMUP_REQUESTS = 40
 CANVAS_DIR = Path(__file__).resolve().parent / "canvas"
@@ -85,12 +85,12 @@ def percentile(values, q):
 
 
 def main():
-    p = Parser(__doc__)
-    add_checkpoint_options(p, "serve")
-    p.add_argument("--clients", type=positive(int), default=8, help="concurrent connections (default: 8)")
-    p.add_argument("--requests", type=positive(int), default=400, help="measured requests in all (default: 400)")
+    p = cli.Parser(__doc__)
+    cli.add_checkpoint_options(p, "serve")
+    p.add_argument("--clients", type=cli.positive(int), default=8, help="concurrent connections (default: 8)")
+    p.add_argument("--requests", type=cli.positive(int), default=400, help="measured requests in all (default: 400)")
     args = p.parse_args()
-    path = checkpoint_path(args)
+    path = cli.checkpoint_path(args)
     if not path.is_file():
         sys.exit(f"error: no checkpoint at {path}; train one with `python train.py` or pass --checkpoint")
 

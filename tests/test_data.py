@@ -177,7 +177,7 @@ def test_augmented_batches_are_seeded_keep_labels_and_shape():
     labels = torch.arange(32) % 10
 
     def run(seed, epoch):
-        return list(data.batches(images, labels, 8, data.epoch_generator(seed, epoch), augment=True))
+        return list(data.batches(images, labels, 8, data.epoch_generator(seed, epoch), data.Warp()))
 
     first, again, other = run(0, 1), run(0, 1), run(0, 2)
     for (x1, y1), (x2, y2) in zip(first, again):
@@ -194,10 +194,30 @@ def test_augmented_batches_are_seeded_keep_labels_and_shape():
     assert torch.allclose(ink, torch.full_like(ink, 48.0), rtol=0.25)
 
 
-def test_zero_strength_affine_is_the_identity():
+def test_zero_strength_warp_is_the_identity():
     x = torch.rand(4, 1, 28, 28)
-    out = data.random_affine(x, torch.Generator().manual_seed(0), 0.0, 0.0, 0.0)
+    out = data.random_warp(x, torch.Generator().manual_seed(0), data.Warp(0.0, 0.0, 0.0, 0.0))
     assert torch.allclose(out, x, atol=1e-5)
+
+
+def test_elastic_field_moves_pixels_by_the_asked_rms_and_smoothly():
+    field = data._smooth_field(200, 28, 28, 4.0, torch.Generator().manual_seed(0))
+    assert field.shape == (200, 28, 28, 2)
+    inner = field[:, 8:20, 8:20]  # away from the zero padding at the borders
+    assert inner.square().mean().sqrt().item() == pytest.approx(1.0, rel=0.1)
+    # Smooth: neighbours move almost together, unlike independent noise.
+    step = (inner[:, 1:] - inner[:, :-1]).square().mean().sqrt().item()
+    assert step < 0.35
+
+
+def test_elastic_warp_alone_keeps_the_ink_in_place_on_average():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0
+    warped = data.random_warp(x, torch.Generator().manual_seed(1), data.Warp(0, 0, 0, elastic=1.5))
+    moved = (warped - x).abs().sum((1, 2, 3))
+    assert (moved > 1).all()  # every image changed
+    # Ink is moved, stretched and squeezed (strokes thicken and thin), but not made or lost on the whole.
+    assert warped.sum().item() == pytest.approx(x.sum().item(), rel=0.1)
 
 
 # --- a user's own image ----------------------------------------------------------------------

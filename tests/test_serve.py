@@ -163,7 +163,7 @@ def test_requests_that_wait_together_share_one_forward_pass(trained_run):
     model = checkpoints.load_model(checkpoints.load(run_dir / "best.pt"))
     batch_sizes = []
     model.register_forward_hook(lambda module, inputs, output: batch_sizes.append(len(inputs[0])))
-    reader = serve.BatchedReader(model, torch.device("cpu"), serve.prepare)
+    reader = serve.BatchedReader(model, serve.prepare)
     bodies = [png(strokes.render(d)) for d in range(10)] + [b"not an image"]
 
     async def run():

@@ -82,6 +82,9 @@ def test_run_directory_holds_everything(trained_run):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["seed"] == 0 and config["torch"] == str(torch.__version__)
     assert config["device_used"] == "cpu" and "torchvision" in config
+    assert config["precision"] == "auto" and config["precision_used"] in ("fp32", "bf16")
+    assert config["precision_reason"].startswith("auto: ")
+    assert f"{config['precision_used']} ({config['precision_reason']})" in result.stdout
     assert "epoch  2/2" in result.stdout and "img/s" in result.stdout
     for name in ["accuracy.png", "loss.png"]:
         with Image.open(run_dir / name) as image:
@@ -125,3 +128,33 @@ def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_
     assert a["epoch"] == b["epoch"] == 3
     assert [r["val_loss"] for r in a["history"]] == [r["val_loss"] for r in b["history"]]
     assert same_weights(straight / "last.pt", killed / "last.pt")
+
+
+def test_best_epoch_is_the_later_of_a_tie_as_best_pt_keeps_it():
+    history = [{"epoch": 1, "val_acc": 0.98}, {"epoch": 2, "val_acc": 0.99}, {"epoch": 3, "val_acc": 0.99},
+               {"epoch": 4, "val_acc": 0.985}]
+    assert train.best_epoch(history)["epoch"] == 3
+
+
+@pytest.mark.parametrize("amx, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_takes_bf16_only_where_the_cpu_has_amx(monkeypatch, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    precision, reason = runtime.pick_precision("auto", "cpu")
+    assert precision == expected and reason.startswith("auto: ") and ("AMX" in reason or "bf16" in reason)
+    assert runtime.pick_precision("fp32", "cpu") == ("fp32", "asked for")
+
+
+def test_bf16_on_a_cpu_without_bf16_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    with pytest.raises(runtime.RunError, match="--precision auto or fp32"):
+        runtime.pick_precision("bf16", "cpu")
+
+
+def test_bf16_inference_stays_close_to_fp32_and_returns_fp32():
+    torch.manual_seed(0)
+    model = CNN().eval()
+    images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
+    fp32 = runtime.predict_logits(model, images, precision="fp32")
+    bf16 = runtime.predict_logits(model, images, precision="bf16")
+    assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # autocast really ran in bf16
+    assert torch.allclose(fp32, bf16, atol=0.05 * fp32.abs().max().item())

@@ -228,7 +228,7 @@ async function loadModelInfo() {
     const response = await fetch("api/health");
     const about = await response.json();
     model.textContent = `Read by ${about.checkpoint} (epoch ${about.epoch}, ` +
-      `validation accuracy ${(about.val_acc * 100).toFixed(2)}%) on ${about.device}`;
+      `validation accuracy ${(about.val_acc * 100).toFixed(2)}%) on ${about.device} in ${about.precision}`;
   } catch (error) {
     model.textContent = "The server is not answering.";
   }
