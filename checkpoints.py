@@ -1,7 +1,10 @@
 """Checkpoints: one dict per file (model, optimizer, schedule, config, progress), saved atomically and
-loaded safely (`weights_only=True`, then checked), and the trained model made from one.
+loaded safely (`weights_only=True`, then checked); the trained model made from one, and the softmax
+temperature evaluate.py fits for it.
 """
 
+import json
+import math
 import pickle
 import re
 from pathlib import Path
@@ -54,6 +57,28 @@ def load_weights(model, checkpoint):
         reason = str(e).strip().splitlines()[0][:160]
         raise RunError(f"the checkpoint holds a different model than model.py's CNN ({reason})") from None
     return model
+
+
+def temperature_path(path):
+    return Path(path).with_name("temperature.json")
+
+
+def save_temperature(path, checkpoint, temperature, fitted_on):
+    """Keep the softmax temperature evaluate.py fitted for the checkpoint at `path`, beside it."""
+    data.write_json(temperature_path(path), {"checkpoint": Path(path).name, "epoch": int(checkpoint["epoch"]),
+                                             "temperature": temperature, "fitted_on": fitted_on})
+
+
+def load_temperature(path, checkpoint):
+    """The temperature fitted for this very checkpoint (same file name and epoch), or None."""
+    try:
+        saved = json.loads(temperature_path(path).read_text())
+        if saved["checkpoint"] == Path(path).name and saved["epoch"] == checkpoint["epoch"]:
+            temperature = float(saved["temperature"])
+            return temperature if math.isfinite(temperature) and temperature > 0 else None
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def load_model(checkpoint, device="cpu"):

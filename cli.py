@@ -5,6 +5,8 @@ import math
 from pathlib import Path
 
 DEFAULT_RUN_DIR = "runs/default"
+# train.py's options that only say where and how to run; all the others define a run (and are kept on resume).
+RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
 
 
 class RunError(RuntimeError):

@@ -328,6 +328,16 @@ def split_train_val(images, labels, val_size=5000, seed=0):
     return (images[train], labels[train]), (images[val], labels[val])
 
 
+def training_splits(data_dir, val_size=5000, subset=None):
+    """A run's (train, validation) pairs: the seeded split of the training set, cut to `subset` images."""
+    images, labels = load_split(data_dir, train=True)
+    (train_x, train_y), (val_x, val_y) = split_train_val(images, labels, val_size, seed=0)
+    if subset:
+        train_x, train_y = train_x[:subset], train_y[:subset]
+        val_x, val_y = val_x[:subset], val_y[:subset]
+    return (train_x, train_y), (val_x, val_y)
+
+
 def normalize(images):
     """uint8 [N, 28, 28] (or float in [0, 1] [N, 1, 28, 28]) -> float [N, 1, 28, 28], MNIST-normalized."""
     if images.dtype == torch.uint8:

@@ -1,9 +1,21 @@
-"""Every figure of the repo, drawn with matplotlib's Agg backend (no screen needed) as 150-dpi PNGs.
+"""Every figure of the repo, drawn with matplotlib's Agg backend (no screen needed) as 150-dpi PNGs;
+and, run as a script, the comparison of training runs.
 
-train.py draws the training curves; evaluate.py redraws them with the test accuracy marked and adds
-the confusion matrix, per-class precision and recall, and the worst mistakes.
+    python plot.py runs/*                          # every run: curves.png and comparison.md in runs/comparison
+    python plot.py runs/seed0 runs/seed1 --out docs
+
+train.py draws each run's curves; evaluate.py redraws them with the test accuracy marked and adds the
+confusion matrix, per-class precision and recall, the worst mistakes, the reliability diagram and what
+the network learned. The comparison labels each run by the options in which it differs from the others,
+and groups runs that differ only in --seed into one row (mean ± standard deviation).
 """
 
+import collections
+import csv
+import dataclasses
+import json
+import statistics
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from matplotlib.colors import PowerNorm  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+import cli  # noqa: E402
 import data  # noqa: E402
 
 DPI = 150
@@ -89,10 +102,15 @@ def plot_per_class(per_class, path):
     return save(fig, path)
 
 
+def most_confident_mistakes(labels, predictions, confidences, count):
+    """Indices of up to `count` wrong predictions, the most confident first; and how many were wrong."""
+    wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predictions))
+    return wrong[np.argsort(-np.asarray(confidences)[wrong], kind="stable")][:count], len(wrong)
+
+
 def plot_misclassified(images, labels, predictions, confidences, path, count=24, columns=8):
     """The most confident mistakes, each titled 'true → predicted (confidence)'."""
-    wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predictions))
-    worst = wrong[np.argsort(-np.asarray(confidences)[wrong])][:count]
+    worst, wrong = most_confident_mistakes(labels, predictions, confidences, count)
     rows = max(1, int(np.ceil(len(worst) / columns)))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
     for ax in axes.flat:
@@ -100,6 +118,263 @@ def plot_misclassified(images, labels, predictions, confidences, path, count=24,
     for ax, i in zip(axes.flat, worst):
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
         ax.set_title(f"{labels[i]} → {predictions[i]} ({confidences[i]:.0%})", fontsize=9)
-    title = f"Most confident mistakes: {len(worst)} of {len(wrong)}" if len(wrong) else "No mistakes"
+    title = f"Most confident mistakes: {len(worst)} of {wrong}" if wrong else "No mistakes"
     fig.suptitle(title + " (true → predicted)")
     return save(fig, path)
+
+
+def plot_reliability(before, after, temperature, path):
+    """Reliability diagrams before and after temperature scaling: accuracy against confidence per bin
+    (a calibrated model sits on the diagonal), with how many images fall in each bin below."""
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for column, (name, result) in enumerate([("softmax as trained", before),
+                                              (f"temperature {temperature:.2f}", after)]):
+        bins = result["bins"]
+        count = len(bins["count"])
+        centres = (np.arange(count) + 0.5) / count
+        accuracy = np.nan_to_num(np.array(bins["accuracy"], dtype=float))
+        confidence = np.array(bins["confidence"], dtype=float)
+        top, bottom = axes[0, column], axes[1, column]
+        top.bar(centres, accuracy, width=1 / count, color=BLUE, edgecolor="white", label="accuracy")
+        gap = np.nan_to_num(confidence - accuracy)
+        top.bar(centres, np.abs(gap), bottom=np.minimum(accuracy, accuracy + gap), width=1 / count,
+                facecolor="none", edgecolor=ORANGE, hatch="///", label="gap to the mean confidence")
+        top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+        top.set(title=f"{name}\nECE {result['ece']:.2%}, NLL {result['nll']:.4f}", ylabel="accuracy in bin",
+                xlim=(0, 1), ylim=(0, 1))
+        top.legend(loc="upper left", fontsize=8)
+        bottom.bar(centres, bins["count"], width=1 / count, color="grey")
+        bottom.set(yscale="log", xlabel="confidence (top probability)", ylabel="images")
+    fig.suptitle("Reliability diagram (test set, 15 bins)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_grad_cam(images, cams_predicted, cams_true, labels, predictions, confidences, path):
+    """Each mistake beside two Grad-CAM maps: where the network found evidence for what it said, and
+    for what the digit really is."""
+    rows = max(1, len(images))
+    fig, axes = plt.subplots(rows, 3, figsize=(5.4, 1.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row, (image, cam_p, cam_t, label, prediction, confidence) in enumerate(
+            zip(images, cams_predicted, cams_true, labels, predictions, confidences)):
+        axes[row, 0].imshow(image, cmap="gray_r", vmin=0, vmax=255)
+        axes[row, 0].set_title(f"{label} read as {prediction} ({confidence:.0%})", fontsize=8)
+        for ax, cam, digit in ((axes[row, 1], cam_p, prediction), (axes[row, 2], cam_t, label)):
+            heat = plt.get_cmap("inferno")(np.asarray(cam))
+            heat[..., 3] = 0.85 * np.asarray(cam)  # no evidence, no colour: the digit shows through
+            ax.imshow(image, cmap="gray_r", vmin=0, vmax=400)  # the digit in grey, under the heat
+            ax.imshow(heat)
+            ax.set_title(f"evidence for {digit}", fontsize=8)
+    fig.suptitle("Grad-CAM on the most confident mistakes")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_feature_map(points, labels, wrong, path):
+    """A 2-D t-SNE map of the penultimate-layer features, coloured by the true digit; mistakes marked."""
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    colours = plt.get_cmap("tab10")
+    for digit in range(10):
+        mine = labels == digit
+        ax.scatter(points[mine, 0], points[mine, 1], s=5, color=colours(digit), label=str(digit), alpha=0.7)
+        centre = np.median(points[mine], axis=0) if mine.any() else None
+        if centre is not None:
+            ax.text(*centre, str(digit), fontsize=14, weight="bold", ha="center", va="center",
+                    bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.7, "linewidth": 0})
+    ax.scatter(points[wrong, 0], points[wrong, 1], s=40, facecolors="none", edgecolors="black", linewidths=1,
+               label=f"misread ({wrong.sum()})")
+    ax.set(title=f"What the network sees: t-SNE of its 100 penultimate features ({len(points)} test images)",
+           xticks=[], yticks=[])
+    ax.title.set_fontsize(10)
+    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), markerscale=2, frameon=False)
+    return save(fig, path)
+
+
+def plot_filters(weights, path, columns=8):
+    """The first convolution's 3x3 filters, red positive and blue negative on one shared scale."""
+    weights = np.asarray(weights)[:, 0]
+    rows = int(np.ceil(len(weights) / columns))
+    limit = np.abs(weights).max()
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.95), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, kernel in zip(axes.flat, weights):
+        image = ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+    fig.suptitle(f"The {len(weights)} first-layer filters (3x3)")
+    return save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing runs
+
+# config.json keys that say where, how or with what a run was made, not what it is.
+NOT_THE_RECIPE = cli.RUNTIME_OPTIONS | {"device_used", "torch", "torchvision", "python", "command", "precision",
+                                        "precision_reason"}
+NEEDED_COLUMNS = {"epoch", "val_acc", "val_loss", "seconds"}
+
+
+@dataclasses.dataclass
+class Run:
+    folder: Path
+    recipe: dict
+    history: list
+    test_acc: float | None
+
+
+def read_run(folder):
+    """A run folder of train.py (and evaluate.py, if it ran); RunError saying what is wrong with it."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise cli.RunError(f"{folder}: no config.json, so not a run folder of train.py")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raise cli.RunError(f"{folder}: config.json cannot be read (half-written?)") from None
+    if not isinstance(config, dict) or not {"epochs", "seed"} <= set(config):
+        raise cli.RunError(f"{folder}: config.json is from another version of train.py")
+    try:
+        with open(folder / "history.csv", newline="") as f:
+            reader = csv.DictReader(f)
+            if not NEEDED_COLUMNS <= set(reader.fieldnames or ()):
+                raise cli.RunError(f"{folder}: history.csv is from another version of train.py")
+            history = [{key: float(value) for key, value in row.items()} for row in reader]
+    except FileNotFoundError:
+        history = []
+    except (ValueError, TypeError):
+        raise cli.RunError(f"{folder}: history.csv is damaged") from None
+    if not history:
+        raise cli.RunError(f"{folder}: no completed epoch (stopped before its first one ended?)")
+    try:
+        test_acc = float(json.loads((folder / "metrics.json").read_text())["accuracy"])
+    except (OSError, ValueError, KeyError, TypeError):
+        test_acc = None
+    recipe = {key: value for key, value in config.items() if key not in NOT_THE_RECIPE}
+    return Run(folder, recipe, history, test_acc)
+
+
+def differing_options(runs):
+    """The recipe options whose values are not the same in every run, in a stable order."""
+    keys = sorted({key for run in runs for key in run.recipe})
+    return [key for key in keys if len({json.dumps(run.recipe.get(key, "not recorded")) for run in runs}) > 1]
+
+
+def describe(recipe, keys):
+    # A run from before an option existed did not record it.
+    return ", ".join(f"{key}={recipe[key]}" if key in recipe else f"{key} not recorded" for key in keys)
+
+
+def mean_and_std(values):
+    """'mean ± sample standard deviation' of fractions, in percent."""
+    if len(values) == 1:
+        return f"{values[0]:.2%}"
+    return f"{statistics.mean(values):.2%} ± {statistics.stdev(values) * 100:.2f}"
+
+
+def run_row(run, keys):
+    return {"run": run.folder.name, "options": describe(run.recipe, keys) or "(the same)",
+            "epochs": len(run.history), "best val acc": f"{max(r['val_acc'] for r in run.history):.2%}",
+            "training time": f"{sum(r['seconds'] for r in run.history):.0f} s",
+            "test acc": "" if run.test_acc is None else f"{run.test_acc:.2%}"}
+
+
+def seed_groups(runs):
+    """Runs that differ in nothing but --seed, as lists of two or more, in the order first seen."""
+    groups = collections.defaultdict(list)
+    for run in runs:
+        groups[json.dumps({k: v for k, v in run.recipe.items() if k != "seed"}, sort_keys=True)].append(run)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def group_row(group, keys):
+    tested = [run.test_acc for run in group if run.test_acc is not None]
+    return {"run": f"{len(group)} seeds ({', '.join(str(run.recipe['seed']) for run in group)})",
+            "options": describe(group[0].recipe, [k for k in keys if k != "seed"]) or "(the same)",
+            "epochs": f"{statistics.mean(len(run.history) for run in group):.3g}",
+            "best val acc": mean_and_std([max(r["val_acc"] for r in run.history) for run in group]),
+            "training time": f"{statistics.mean(sum(r['seconds'] for r in run.history) for run in group):.0f} s",
+            "test acc": (mean_and_std(tested) + (f" (n={len(tested)})" if len(tested) != len(group) else ""))
+            if tested else ""}
+
+
+def markdown_table(rows):
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows])
+
+
+def comparison_markdown(runs):
+    """comparison.md: a row per run, then a row per group of runs that differ only in the seed."""
+    keys = differing_options(runs)
+    text = (f"# Comparison of {len(runs)} runs\n\nOptions shown are those that differ between the runs; "
+            f"training time is the sum of the epochs' seconds; test accuracy is evaluate.py's, of best.pt.\n\n"
+            + markdown_table([run_row(run, keys) for run in runs]) + "\n")
+    groups = seed_groups(runs)
+    if groups:
+        text += ("\n## Runs that differ only in the seed\n\nMean ± sample standard deviation, in percent.\n\n"
+                 + markdown_table([group_row(group, keys) for group in groups]) + "\n")
+    return text
+
+
+def plot_comparison(runs, path):
+    """Validation accuracy and loss of every run against the epoch and against wall-clock seconds."""
+    keys = differing_options(runs)
+    recipes = list(dict.fromkeys(describe(run.recipe, [k for k in keys if k != "seed"]) for run in runs))
+    palette = [BLUE, ORANGE, GREEN, "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000"]
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
+    seen = collections.Counter()
+    for run in runs:
+        recipe = describe(run.recipe, [k for k in keys if k != "seed"])
+        colour = palette[recipes.index(recipe) % len(palette)]
+        style = styles[seen[recipe] % len(styles)]
+        seen[recipe] += 1
+        label = describe(run.recipe, keys) or run.folder.name
+        epochs = [r["epoch"] for r in run.history]
+        seconds = np.cumsum([r["seconds"] for r in run.history])
+        for row, key, scale in ((0, "val_acc", 100), (1, "val_loss", 1)):
+            values = [r[key] * scale for r in run.history]
+            axes[row, 0].plot(epochs, values, style, marker="o", markersize=3, color=colour, label=label)
+            axes[row, 1].plot(seconds, values, style, marker="o", markersize=3, color=colour)
+    for column, xlabel in enumerate(["epoch", "training seconds"]):
+        axes[0, column].set(ylabel="validation accuracy (%)", title=f"Validation accuracy by {xlabel}")
+        axes[1, column].set(ylabel="validation loss", xlabel=xlabel, title=f"Validation loss by {xlabel}")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=min(3, len(runs)),
+               fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02 - 0.02 * (len(runs) // 3)))
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def main(argv=None):
+    p = cli.Parser(__doc__)
+    p.add_argument("runs", nargs="+", help="run folders of train.py (shell globs such as runs/* work)")
+    p.add_argument("--out", default="runs/comparison",
+                   help="where curves.png and comparison.md go (default: runs/comparison)")
+    args = p.parse_args(argv)
+    runs = []
+    for folder in dict.fromkeys(args.runs):
+        if Path(folder).resolve() == Path(args.out).resolve():
+            continue  # runs/* takes in the output folder itself
+        try:
+            runs.append(read_run(folder))
+        except cli.RunError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+    if not runs:
+        sys.exit("error: no run to compare; pass run folders written by train.py")
+    text = comparison_markdown(runs)
+    out = Path(args.out)
+    with data.atomic_write(out / "comparison.md", "w") as f:
+        f.write(text)
+    plot_comparison(runs, out / "curves.png")
+    print(text)
+    print(f"wrote comparison.md and curves.png to {out}")
+
+
+if __name__ == "__main__":
+    main()

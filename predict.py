@@ -51,14 +51,20 @@ def main(argv=None):
     try:
         device = runtime.pick_device(args.device)
         precision, _ = runtime.pick_precision(args.precision, device)
-        model = checkpoints.load_model(checkpoints.load(cli.checkpoint_path(args)), device)
+        path = cli.checkpoint_path(args)
+        checkpoint = checkpoints.load(path)
+        model = checkpoints.load_model(checkpoint, device)
     except cli.RunError as e:
         sys.exit(f"error: {e}")
+    temperature = checkpoints.load_temperature(path, checkpoint)
+    if temperature is None:
+        print(f"note: confidences are not calibrated; `python evaluate.py --checkpoint {path}` fits a "
+              "temperature for them", file=sys.stderr)
     inputs, readable, problems = prepare_all(args.images)
     for line in problems:
         print(line, file=sys.stderr)
     if inputs:
-        probabilities = runtime.probabilities(model, torch.stack(inputs), precision)
+        probabilities = runtime.probabilities(model, torch.stack(inputs), precision, temperature or 1.0)
         for path, p in zip(readable, probabilities):
             print(format_prediction(path, p, min(args.top, 10)))
     sys.exit(1 if problems else 0)

@@ -44,8 +44,8 @@ class BatchedReader:
     arrive meanwhile form the next batch. (A thread hop per image costs more than decoding a canvas.)
     """
 
-    def __init__(self, model, prepare, precision="fp32"):
-        self.model, self.prepare, self.precision = model, prepare, precision
+    def __init__(self, model, prepare, precision="fp32", temperature=1.0):
+        self.model, self.prepare, self.precision, self.temperature = model, prepare, precision, temperature
         self.waiting = []
         self.worker = None
 
@@ -82,7 +82,8 @@ class BatchedReader:
                 results.append(e)
         inputs = [x for x in results if not isinstance(x, Exception)]
         if inputs:
-            probabilities = iter(runtime.probabilities(self.model, torch.stack(inputs), self.precision))
+            probabilities = iter(runtime.probabilities(self.model, torch.stack(inputs), self.precision,
+                                                       self.temperature))
             results = [x if isinstance(x, Exception) else (x, next(probabilities)) for x in results]
         return results
 
@@ -137,9 +138,11 @@ def create_app(path, device="cpu", precision="fp32", on_ready=None):
     """
     device = torch.device(device)
     checkpoint = checkpoints.load(path)
-    reader = BatchedReader(checkpoints.load_model(checkpoint, device), prepare, precision)
+    temperature = checkpoints.load_temperature(path, checkpoint)
+    reader = BatchedReader(checkpoints.load_model(checkpoint, device), prepare, precision, temperature or 1.0)
     about = {"status": "ok", "checkpoint": str(path), "epoch": int(checkpoint["epoch"]),
-             "val_acc": float(checkpoint["val_acc"]), "device": str(device), "precision": precision}
+             "val_acc": float(checkpoint["val_acc"]), "device": str(device), "precision": precision,
+             "temperature": temperature}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

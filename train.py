@@ -29,8 +29,6 @@ import runtime
 from model import CNN
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-# Options that only say where and how to run; everything else defines the run and is kept on resume.
-RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
 
 
 def parse_args(argv=None):
@@ -148,16 +146,12 @@ def prepare_run_dir(args):
 def restore_args(args, checkpoint):
     """On resume, the run's own settings come from its checkpoint; only runtime options are new."""
     for key, value in checkpoint["config"].items():
-        if hasattr(args, key) and key not in RUNTIME_OPTIONS:
+        if hasattr(args, key) and key not in cli.RUNTIME_OPTIONS:
             setattr(args, key, value)
 
 
 def load_data(args, device):
-    images, labels = data.load_split(args.data_dir, train=True)
-    (train_x, train_y), (val_x, val_y) = data.split_train_val(images, labels, args.val_size, seed=0)
-    if args.subset:
-        train_x, train_y = train_x[:args.subset], train_y[:args.subset]
-        val_x, val_y = val_x[:args.subset], val_y[:args.subset]
+    (train_x, train_y), (val_x, val_y) = data.training_splits(args.data_dir, args.val_size, args.subset)
     # The whole uint8 set is ~50 MB: on a GPU it lives there, and batches never cross the bus.
     return [t.to(device) for t in (train_x, train_y, val_x, val_y)]
 

@@ -2,13 +2,18 @@
 
 import csv
 import json
+import math
 
+import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from conftest import run_script
 from PIL import Image, ImageDraw
 
 import data
 import evaluate
+import strokes
 
 
 def test_metrics_match_a_hand_worked_confusion_matrix():
@@ -80,14 +85,45 @@ def test_metrics_json_and_predictions_csv_agree(evaluated_run):
     assert f"accuracy            {metrics['accuracy']:.4f}" in result.stdout
 
 
+FIGURES = ["accuracy.png", "loss.png", "confusion_matrix.png", "per_class.png", "misclassified.png",
+           "reliability.png", "filters.png", "grad_cam.png", "feature_map.png"]
+
+
 def test_every_plot_and_the_report_are_written(evaluated_run):
     run_dir, _ = evaluated_run
-    for name in ["accuracy.png", "loss.png", "confusion_matrix.png", "per_class.png", "misclassified.png"]:
+    for name in FIGURES:
         with Image.open(run_dir / name) as image:
             assert image.format == "PNG" and image.width >= 600 and image.height >= 400, name
+            grey = np.asarray(image.convert("L"), dtype=float)
+        assert grey.std() > 20 and (grey < 128).mean() > 0.01, f"{name} looks empty"
         assert f"]({name})" in (run_dir / "report.md").read_text()
     report = (run_dir / "report.md").read_text()
     assert report.startswith("# MNIST test-set report") and report.count("\n| ") >= 12
+    assert "## Calibration" in report and "| calibrated |" in report and "Grad-CAM" in report
+
+
+def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, tmp_path):
+    run_dir, result = evaluated_run
+    calibration = json.loads((run_dir / "metrics.json").read_text())["calibration"]
+    assert calibration["fitted_on"].startswith("the run's validation split")
+    for when in ("before", "after"):
+        assert 0 <= calibration[when]["ece"] < 1 and calibration[when]["nll"] > 0
+        assert sum(calibration[when]["bins"]["count"]) == 10000
+    assert calibration["after"]["nll"] <= calibration["before"]["nll"] + 1e-6
+    assert f"calibration (temperature {calibration['temperature']:.3f}" in result.stdout
+    kept = json.loads((run_dir / "temperature.json").read_text())
+    assert kept["checkpoint"] == "best.pt" and kept["temperature"] == calibration["temperature"]
+    # predict.py prints softmax(logits / T) for the same checkpoint.
+    import checkpoints
+
+    (tmp_path / "seven.png").write_bytes(png_of(strokes.render(7)))
+    printed = run_script("predict.py", tmp_path / "seven.png", "--run-dir", run_dir, "--top", 1)
+    assert printed.returncode == 0 and "not calibrated" not in printed.stderr
+    model = checkpoints.load_model(checkpoints.load(run_dir / "best.pt"))
+    with torch.inference_mode():
+        logits = model(data.image_to_mnist(tmp_path / "seven.png")[None])[0]
+    expected = (logits / kept["temperature"]).softmax(0)
+    assert f"{int(expected.argmax())} ({expected.max().item():.1%})" in printed.stdout
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +154,60 @@ def test_predict_reads_digits_drawn_by_the_test(decent_run, real_mnist_dir, tmp_
     right = sum(guesses[str(p)] == int(labels[i]) for i, p in enumerate(paths))
     assert right >= 9, result.stdout
     assert guesses[str(tmp_path / "drawn-one.png")] == 1, result.stdout
+
+
+# --- calibration ------------------------------------------------------------------------------
+
+
+def logits_from(probabilities):
+    return torch.tensor(probabilities, dtype=torch.float64).log().float()
+
+
+def top(p, at):
+    """Ten probabilities: `p` at class `at`, the rest shared equally."""
+    return [p if k == at else (1 - p) / 9 for k in range(10)]
+
+
+def test_ece_nll_and_brier_match_hand_worked_values():
+    # Two images at confidence 0.9 (one right, one wrong) and two at 0.62 (both right).
+    logits = logits_from([top(0.9, 0), top(0.9, 0), top(0.62, 2), top(0.62, 2)])
+    labels = torch.tensor([0, 1, 2, 2])
+    result = evaluate.calibration(logits, labels)
+    # ECE: half the images in the 0.9 bin (accuracy 0.5), half in the 0.62 bin (accuracy 1.0).
+    assert result["ece"] == pytest.approx(0.5 * abs(0.5 - 0.9) + 0.5 * abs(1.0 - 0.62), abs=1e-6)
+    assert result["nll"] == pytest.approx(-(math.log(0.9) + math.log(0.1 / 9) + 2 * math.log(0.62)) / 4, abs=1e-5)
+    brier_right_09 = 0.1**2 + 9 * (0.1 / 9) ** 2
+    brier_wrong_09 = 0.9**2 + (1 - 0.1 / 9) ** 2 + 8 * (0.1 / 9) ** 2
+    brier_right_062 = 0.38**2 + 9 * (0.38 / 9) ** 2
+    assert result["brier"] == pytest.approx((brier_right_09 + brier_wrong_09 + 2 * brier_right_062) / 4, abs=1e-5)
+    bins = result["bins"]
+    assert sum(bins["count"]) == 4 and bins["count"][13] == 2 and bins["count"][9] == 2  # (13/15, 14/15], (9/15, 10/15]
+    assert bins["accuracy"][13] == 0.5 and bins["confidence"][9] == pytest.approx(0.62, abs=1e-6)
+
+
+def test_a_perfectly_calibrated_set_has_zero_ece():
+    # Confidence 0.8 and right four times out of five.
+    logits = logits_from([top(0.8, 3)] * 5)
+    result = evaluate.calibration(logits, torch.tensor([3, 3, 3, 3, 7]))
+    assert result["ece"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_temperature_fit_tames_an_over_confident_model():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (2000,), generator=generator)
+    # Right 80% of the time, but always with a margin of 8 logits: far too sure.
+    guesses = torch.where(torch.rand(2000, generator=generator) < 0.8, labels, (labels + 1) % 10)
+    logits = torch.randn(2000, 10, generator=generator) + 8 * F.one_hot(guesses, 10)
+    temperature = evaluate.fit_temperature(logits, labels)
+    nll = [F.cross_entropy(logits / t, labels).item() for t in (1.0, temperature, temperature * 1.1, temperature / 1.1)]
+    assert temperature > 1.5
+    assert nll[1] < 0.7 * nll[0] and nll[1] <= min(nll[2:])  # much better than as trained, and a minimum
+    assert evaluate.calibration(logits / temperature, labels)["ece"] < evaluate.calibration(logits, labels)["ece"] / 2
+
+
+def png_of(image):
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

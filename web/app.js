@@ -227,8 +227,10 @@ async function loadModelInfo() {
   try {
     const response = await fetch("api/health");
     const about = await response.json();
+    const calibration = about.temperature ? `calibrated, temperature ${about.temperature.toFixed(2)}` :
+      "confidences not calibrated";
     model.textContent = `Read by ${about.checkpoint} (epoch ${about.epoch}, ` +
-      `validation accuracy ${(about.val_acc * 100).toFixed(2)}%) on ${about.device} in ${about.precision}`;
+      `validation accuracy ${(about.val_acc * 100).toFixed(2)}%; ${calibration}) on ${about.device}`;
   } catch (error) {
     model.textContent = "The server is not answering.";
   }

@@ -1,0 +1,79 @@
+"""plot.py as a script: comparing run folders the test writes, and refusing the broken ones one line each."""
+
+import csv
+import json
+
+import pytest
+from conftest import run_script
+from PIL import Image
+
+import plot
+
+RECIPE = {"epochs": 3, "batch_size": 256, "lr": 0.003, "label_smoothing": 0.1, "val_size": 5000, "subset": None,
+          "augment": True, "elastic": 0.0, "target_acc": None, "precision_used": "fp32"}
+
+
+def write_run(folder, seed, val_accs, test_acc=None, **changes):
+    """A run folder as train.py (and evaluate.py, given test_acc) leave it."""
+    folder.mkdir(parents=True)
+    config = {**RECIPE, **changes, "seed": seed, "device": "auto", "data_dir": "data", "run_dir": str(folder),
+              "torch": "2.14.1", "command": "train.py", "precision_reason": "auto: ..."}
+    (folder / "config.json").write_text(json.dumps(config))
+    with open(folder / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                                               "seconds"])
+        writer.writeheader()
+        for epoch, acc in enumerate(val_accs, 1):
+            writer.writerow({"epoch": epoch, "train_loss": 0.1, "train_acc": acc, "val_loss": 1 - acc,
+                             "val_acc": acc, "lr": 0.001, "seconds": 10.0 * epoch})
+    if test_acc is not None:
+        (folder / "metrics.json").write_text(json.dumps({"accuracy": test_acc}))
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path):
+    return [write_run(tmp_path / "a0", 0, [0.98, 0.990, 0.989], test_acc=0.995),
+            write_run(tmp_path / "a1", 1, [0.97, 0.992, 0.993], test_acc=0.996),
+            write_run(tmp_path / "a2", 2, [0.98, 0.988, 0.991], test_acc=0.991),
+            write_run(tmp_path / "slow", 0, [0.95, 0.97, 0.98], lr=0.001)]
+
+
+def test_runs_are_labelled_by_what_differs_and_seeds_are_grouped(runs):
+    text = plot.comparison_markdown([plot.read_run(folder) for folder in runs])
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1] == "| a0 | lr=0.003, seed=0 | 3 | 99.00% | 60 s | 99.50% |"
+    assert rows[4] == "| slow | lr=0.001, seed=0 | 3 | 98.00% | 60 s |  |"
+    group = rows[-1]
+    # By hand: best validation 0.990, 0.993, 0.991 -> mean 0.99133, sample std 0.00153;
+    # test 0.995, 0.996, 0.991 -> mean 0.994, sample std sqrt((1e-6 + 4e-6 + 9e-6) / 2) = 0.00265.
+    assert group == "| 3 seeds (0, 1, 2) | lr=0.003 | 3 | 99.13% ± 0.15 | 60 s | 99.40% ± 0.26 |"
+
+
+def test_the_script_writes_the_table_and_the_curves_and_skips_bad_folders(runs, tmp_path):
+    bad = tmp_path / "bad"
+    (bad / "no-config").mkdir(parents=True)
+    (write_run(bad / "killed-early", 3, []) / "history.csv").unlink()  # train.py writes it after epoch 1
+    torn = write_run(bad / "torn-config", 4, [0.9])
+    (torn / "config.json").write_text('{"epochs": 3, "se')
+    old = write_run(bad / "old-version", 5, [0.9])
+    (old / "history.csv").write_text("epoch,accuracy\n1,0.9\n")
+    out = tmp_path / "out"
+    result = run_script("plot.py", *runs, *sorted(bad.iterdir()), "--out", out)
+    assert result.returncode == 0, result.stderr
+    skipped = result.stderr.strip().splitlines()
+    assert len(skipped) == 4 and all(line.startswith("skipped: ") for line in skipped), result.stderr
+    assert "Traceback" not in result.stderr
+    for name, words in [("no-config", "no config.json"), ("killed-early", "no completed epoch"),
+                        ("torn-config", "cannot be read"), ("old-version", "another version")]:
+        assert any(name in line and words in line for line in skipped), (name, skipped)
+    written = (out / "comparison.md").read_text()
+    assert "99.40% ± 0.26" in written and written.strip() in result.stdout
+    with Image.open(out / "curves.png") as image:
+        assert image.width >= 1200 and image.height >= 900
+
+
+def test_nothing_to_compare_is_one_line(tmp_path):
+    result = run_script("plot.py", tmp_path / "nothing-here", "--out", tmp_path / "out")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no run to compare")
