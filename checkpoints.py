@@ -59,6 +59,17 @@ def load_weights(model, checkpoint):
     return model
 
 
+def dataset_of(checkpoint, asked=None):
+    """The data.Dataset the checkpoint was trained on; RunError if `asked` (a --dataset) names another."""
+    name = checkpoint["config"].get("dataset", data.MNIST.name)  # before --dataset, every run was MNIST
+    if name not in data.DATASETS:
+        raise RunError(f"the checkpoint was trained on {name!r}, which this version does not know")
+    if asked is not None and asked != name:
+        raise RunError(f"the checkpoint was trained on {name}, so it cannot be used on {asked}; drop --dataset "
+                       f"or pass a checkpoint trained with --dataset {asked}")
+    return data.DATASETS[name]
+
+
 def temperature_path(path):
     return Path(path).with_name("temperature.json")
 

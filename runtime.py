@@ -111,12 +111,12 @@ def probabilities(model, x, precision="fp32", temperature=1.0):
 
 
 @torch.inference_mode()
-def predict_logits(model, images, batch_size=250, precision="fp32"):
-    """Logits [N, 10] (float32) for uint8 images [N, 28, 28], computed in order, in eval mode."""
+def predict_logits(model, images, batch_size=250, precision="fp32", dataset=data.MNIST):
+    """Logits [N, 10] (float32) for uint8 images [N, 28, 28] of `dataset`, computed in order, in eval mode."""
     model.eval()
     layout = memory_format(images.device)
     outputs = []
-    for x, _ in data.batches(images, images.new_zeros(len(images)), batch_size):
+    for x, _ in data.batches(images, images.new_zeros(len(images)), batch_size, dataset=dataset):
         with autocast(images.device, precision):
             outputs.append(model(x.contiguous(memory_format=layout)).float())
     return torch.cat(outputs)

@@ -4,12 +4,13 @@
     python serve.py --checkpoint runs/x/best.pt --port 8080
 
 The page (web/) posts the canvas as a PNG to POST /api/predict; a dropped or chosen photo goes the same
-way. Pictures are prepared exactly as predict.py prepares them (data.image_to_mnist). The API is
+way. Pictures are prepared exactly as predict.py prepares them (images.to_input). The API is
 documented at /docs. Ctrl-C stops the server.
 """
 
 import asyncio
 import contextlib
+import functools
 import socket
 import sys
 import time
@@ -27,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import checkpoints
 import cli
 import data
+import images
 import runtime
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -118,17 +120,17 @@ def check_content_type(request):
                                  f"got {content_type or 'no Content-Type'}")
 
 
-def prepare(body):
-    """Bytes of any image -> the network's input [1, 28, 28]; HTTP 422 when no digit can be read from it."""
+def prepare(body, dataset=data.MNIST):
+    """Bytes of any image -> the network's input [1, 28, 28]; HTTP 422 when nothing can be read from it."""
     try:
-        return data.image_to_mnist(body, max_pixels=MAX_PIXELS)
-    except data.ImageError as e:
+        return images.to_input(body, dataset, max_pixels=MAX_PIXELS)
+    except images.ImageError as e:
         raise HTTPException(422, str(e)) from None
 
 
-def as_pixels(x):
+def as_pixels(x, dataset=data.MNIST):
     """The normalized input as the 28 rows of 0-255 ink values the page draws."""
-    return np.clip(np.rint(data.denormalize(x[0].numpy()) * 255), 0, 255).astype(np.uint8).tolist()
+    return np.clip(np.rint(data.denormalize(x[0].numpy(), dataset) * 255), 0, 255).astype(np.uint8).tolist()
 
 
 def create_app(path, device="cpu", precision="fp32", on_ready=None):
@@ -138,11 +140,13 @@ def create_app(path, device="cpu", precision="fp32", on_ready=None):
     """
     device = torch.device(device)
     checkpoint = checkpoints.load(path)
+    dataset = checkpoints.dataset_of(checkpoint)
     temperature = checkpoints.load_temperature(path, checkpoint)
-    reader = BatchedReader(checkpoints.load_model(checkpoint, device), prepare, precision, temperature or 1.0)
+    reader = BatchedReader(checkpoints.load_model(checkpoint, device), functools.partial(prepare, dataset=dataset),
+                           precision, temperature or 1.0)
     about = {"status": "ok", "checkpoint": str(path), "epoch": int(checkpoint["epoch"]),
-             "val_acc": float(checkpoint["val_acc"]), "device": str(device), "precision": precision,
-             "temperature": temperature}
+             "val_acc": float(checkpoint["val_acc"]), "dataset": dataset.name, "classes": dataset.classes,
+             "device": str(device), "precision": precision, "temperature": temperature}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -174,15 +178,16 @@ def create_app(path, device="cpu", precision="fp32", on_ready=None):
 
     @app.post("/api/predict", openapi_extra=image_body)
     async def predict(request: Request):
-        """Read the digit in an image sent as the request body (PNG, JPEG, WebP, ...)."""
+        """Read the digit (or the garment) in an image sent as the request body (PNG, JPEG, WebP, ...)."""
         started = time.perf_counter()
         check_content_type(request)
         body = await read_body(request)
         x, probabilities = await reader.read(body)
         # A JSONResponse as it is: FastAPI's encoder would walk the 784 pixels one by one.
-        return JSONResponse({"digit": int(probabilities.argmax()),
+        best = int(probabilities.argmax())
+        return JSONResponse({"class": best, "name": dataset.classes[best],
                              "probabilities": [round(p, 6) for p in probabilities.tolist()],
-                             "input": as_pixels(x), "ms": round((time.perf_counter() - started) * 1000, 2)})
+                             "input": as_pixels(x, dataset), "ms": round((time.perf_counter() - started) * 1000, 2)})
 
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

@@ -1,8 +1,9 @@
-"""Train the seed's CNN on MNIST and keep everything a run needs to be trusted and resumed.
+"""Train the seed's CNN on MNIST (or Fashion-MNIST) and keep everything a run needs to be trusted and resumed.
 
     python train.py                      # the default recipe, into runs/default
     python train.py --epochs 2           # a quick model (about 99% on the test set)
     python train.py --resume             # continue the run in --run-dir after a crash or Ctrl-C
+    python train.py --dataset fashion-mnist --run-dir runs/fashion
 
 The run directory gets config.json, history.csv, last.pt (every epoch), best.pt (best validation
 accuracy) and the accuracy and loss plots. Checkpoints are chosen on a validation split carved from
@@ -10,6 +11,7 @@ the training set; the test set is left to evaluate.py.
 """
 
 import csv
+import dataclasses
 import math
 import platform
 import signal
@@ -45,12 +47,14 @@ def parse_args(argv=None):
     p.add_argument("--subset", type=cli.positive(int), default=None,
                    help="train on only this many images (and validate on at most as many): quick trials and tests")
     p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="turn off the random warping (rotation, scale, shift, elastic) of training images")
+                   help="turn off the random warping of training images (MNIST: rotation, scale, shift; "
+                        "Fashion-MNIST: shift and mirroring; and --elastic)")
     p.add_argument("--elastic", type=cli.non_negative, default=0.0,
                    help="RMS size in pixels of the smooth random distortion added to each training image "
                         "(Simard et al. 2003; default: 0, none)")
     p.add_argument("--target-acc", type=float, default=None,
                    help="stop once validation accuracy reaches this fraction, e.g. 0.99")
+    cli.add_dataset_option(p, default="mnist")
     cli.add_device_option(p, "train")
     cli.add_precision_option(p)
     cli.add_data_dir_option(p)
@@ -78,8 +82,9 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, pr
     model.train()
     generator = data.epoch_generator(args.seed, epoch)
     steps = math.ceil(len(images) / args.batch_size)
-    warp = data.Warp(elastic=args.elastic) if args.augment else None
-    bar = tqdm(data.batches(images, labels, args.batch_size, generator, warp),
+    dataset = data.DATASETS[args.dataset]
+    warp = dataclasses.replace(dataset.warp, elastic=args.elastic) if args.augment else None
+    bar = tqdm(data.batches(images, labels, args.batch_size, generator, warp, dataset),
                total=steps, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False, file=sys.stderr,
                disable=None)  # no bar when stderr is not a terminal (logs, CI)
     layout = runtime.memory_format(images.device)
@@ -151,7 +156,8 @@ def restore_args(args, checkpoint):
 
 
 def load_data(args, device):
-    (train_x, train_y), (val_x, val_y) = data.training_splits(args.data_dir, args.val_size, args.subset)
+    (train_x, train_y), (val_x, val_y) = data.training_splits(args.data_dir, args.val_size, args.subset,
+                                                              data.DATASETS[args.dataset])
     # The whole uint8 set is ~50 MB: on a GPU it lives there, and batches never cross the bus.
     return [t.to(device) for t in (train_x, train_y, val_x, val_y)]
 
@@ -219,7 +225,8 @@ def train(args):
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
                                                 args, epoch, precision)
-        val_loss, val_acc = loss_and_accuracy(runtime.predict_logits(model, val_x, precision=precision), val_y)
+        logits = runtime.predict_logits(model, val_x, precision=precision, dataset=data.DATASETS[args.dataset])
+        val_loss, val_acc = loss_and_accuracy(logits, val_y)
         if not math.isfinite(val_loss):
             raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}")
         seconds = time.perf_counter() - started

@@ -1,12 +1,15 @@
 """How close training and evaluation come to this machine's limit, and how far ahead of the usual tutorial.
 
-    python benchmarks/bench.py            # everything (about 1.5 minutes on a 2-core CPU)
-    python benchmarks/bench.py --quick    # no full training run (memory, time to 99%), single measurements
+    python benchmarks/bench.py            # everything (about 2 minutes on a 2-core CPU)
+    python benchmarks/bench.py --quick    # no full runs of train.py and evaluate.py, single measurements
 
-Prints a table and writes benchmarks/results.json. Raw seconds depend on the machine; the ratios
-(to the matrix-multiply floor, to the tutorial baseline) are what carry over between machines.
+The floor is the rate of a large matrix product in each precision the CPU runs natively (fp32, and
+bf16 where it has AVX512-BF16 or AMX); training is measured against the floor of the precision that
+train.py's `--precision auto` picks here. Prints a table and writes benchmarks/results.json. Raw
+seconds depend on the machine; the ratios (to the floor, to the tutorial baseline) carry over.
 """
 
+import json
 import math
 import resource
 import statistics
@@ -22,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import checkpoints  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
 import runtime  # noqa: E402
@@ -30,6 +32,7 @@ import train  # noqa: E402  (the training step it measures)
 from model import CNN  # noqa: E402
 
 EPOCH_IMAGES = 55_000
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TEST_IMAGES = 10_000
 
 
@@ -61,10 +64,16 @@ def median_seconds(fn, repeats):
     return statistics.median(times)
 
 
-def matmul_gflops(n=2048, repeats=7):
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(dtype=torch.float32, n=2048, repeats=7):
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     return 2 * n**3 / median_seconds(lambda: a @ b, repeats) / 1e9
+
+
+def native_precisions():
+    """The precisions this CPU multiplies with instructions of its own: fp32, and bf16 where it has
+    AVX512-BF16 or AMX (elsewhere bf16 would be emulated, and no floor at all)."""
+    return ["fp32", "bf16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ["fp32"]
 
 
 def seed_forward(model, x):
@@ -73,13 +82,13 @@ def seed_forward(model, x):
     return model.L5(F.relu(model.L4(F.relu(model.L3(x)))))
 
 
-def tutorial_images_per_second(data_dir, steps=150):
+def tutorial_images_per_second(data_dir, dataset, steps=150):
     """The same network fed the usual way: torchvision transforms, a DataLoader of batch 64, plain Adam."""
     import torchvision
     from torchvision import transforms
 
-    dataset = torchvision.datasets.MNIST(data_dir, train=True, download=False, transform=transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize((data.MEAN,), (data.STD,))]))
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((dataset.mean,), (dataset.std,))])
+    dataset = getattr(torchvision.datasets, dataset.folder)(data_dir, train=True, download=False, transform=transform)
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
     model = CNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -98,98 +107,119 @@ def tutorial_images_per_second(data_dir, steps=150):
     return images / (time.perf_counter() - started)
 
 
-def our_training(data_dir, images=12_800, repeats=3):
+def our_training(data_dir, dataset, precision, images=12_800, repeats=3):
     """Images per second of train.py's own epoch function with its default options (augmentation on)."""
     runtime.keep_freed_memory_mapped()
     # The schedule must last every repeat.
-    args = train.parse_args(["--epochs", str(repeats + 1), "--subset", str(images), "--data-dir", str(data_dir)])
+    args = train.parse_args(["--epochs", str(repeats + 1), "--subset", str(images), "--data-dir", str(data_dir),
+                             "--dataset", dataset.name])
     train_x, train_y, _, _ = train.load_data(args, torch.device("cpu"))
     model, optimizer, scheduler = train.build(args, len(train_x), torch.device("cpu"))
 
     def epoch():
-        train.train_one_epoch(model, optimizer, scheduler, train_x, train_y, args, 1, False)
+        train.train_one_epoch(model, optimizer, scheduler, train_x, train_y, args, 1, precision)
 
     epoch()  # warm-up
     seconds = median_seconds(epoch, repeats)
 
     def batching(warp):
-        for _ in data.batches(train_x, train_y, args.batch_size, data.epoch_generator(0, 1), warp):
+        for _ in data.batches(train_x, train_y, args.batch_size, data.epoch_generator(0, 1), warp, dataset):
             pass
 
-    warp = data.Warp(elastic=args.elastic)
+    warp = dataset.warp
     augment_seconds = median_seconds(lambda: batching(warp), repeats) - median_seconds(lambda: batching(None),
                                                                                        repeats)
     return images / seconds, augment_seconds / seconds
 
 
-def evaluation_seconds(data_dir, repeats=3):
+def evaluation_seconds(data_dir, dataset, precision, repeats=3):
     runtime.keep_freed_memory_mapped()
-    images, _ = data.load_split(data_dir, train=False, fetch=False)
+    images, _ = data.load_split(data_dir, train=False, fetch=False, dataset=dataset)
     model = CNN().eval().to(memory_format=runtime.memory_format("cpu"))
-    runtime.predict_logits(model, images, 500)
-    return median_seconds(lambda: runtime.predict_logits(model, images, 500), repeats)
+    runtime.predict_logits(model, images, 500, precision, dataset)
+    return median_seconds(lambda: runtime.predict_logits(model, images, 500, precision, dataset), repeats)
 
 
-def timed_training_run(data_dir, *options):
-    """Run train.py in a child process; return (wall seconds, peak RSS in MB, test accuracy of best.pt)."""
+def timed(script, *options):
+    """Wall seconds of one of the repo's scripts, run in a child process as a user runs it."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / script), *map(str, options)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def timed_training_and_evaluation(data_dir, *options):
+    """train.py with `options`, then evaluate.py on its best.pt, each in a child process.
+
+    Returns (training wall seconds, peak RSS of training in MB, test accuracy, evaluate.py wall seconds).
+    """
     with tempfile.TemporaryDirectory() as run_dir:
-        started = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "train.py"), "--data-dir", str(data_dir), "--run-dir", run_dir,
-                        *options], check=True, stdout=subprocess.DEVNULL)
-        seconds = time.perf_counter() - started
+        train_seconds = timed("train.py", "--data-dir", data_dir, "--run-dir", run_dir, *options)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        model = checkpoints.load_model(checkpoints.load(Path(run_dir) / "best.pt"))
-        images, labels = data.load_split(data_dir, train=False, fetch=False)
-        accuracy = (runtime.predict_logits(model, images).argmax(1) == labels).float().mean().item()
-    return seconds, peak_mb, accuracy
+        evaluate_seconds = timed("evaluate.py", "--data-dir", data_dir, "--run-dir", run_dir)
+        accuracy = json.loads((Path(run_dir) / "metrics.json").read_text())["accuracy"]
+    return train_seconds, peak_mb, accuracy, evaluate_seconds
 
 
 def main():
     p = cli.Parser(__doc__)
+    cli.add_dataset_option(p, default="mnist")
     cli.add_data_dir_option(p)
     p.add_argument("--quick", action="store_true",
-                   help="skip the full training run (memory, time to 99%%) and measure each figure once")
+                   help="skip the full runs of train.py and evaluate.py (time to 99%%, memory, evaluation "
+                        "time) and measure each figure once")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
     args = p.parse_args()
-    data.ensure_mnist(args.data_dir)
+    dataset = data.DATASETS[args.dataset]
+    data.ensure_dataset(args.data_dir, dataset)
 
-    results = {"machine": f"{runtime.cpu_name()}, {torch.get_num_threads()} threads",
-               "torch": str(torch.__version__)}
+    precision, why = runtime.pick_precision("auto", "cpu")
+    results = {"machine": f"{runtime.cpu_name()}, {torch.get_num_threads()} threads", "dataset": dataset.name,
+               "torch": str(torch.__version__), "precision": precision, "precision_reason": why}
     flops = forward_flops_per_image(CNN())
-    gflops = matmul_gflops()
-    floor_epoch = 3 * flops * EPOCH_IMAGES / (gflops * 1e9)  # backward costs about twice the forward
-    floor_eval = flops * TEST_IMAGES / (gflops * 1e9)
+    gflops = {name: matmul_gflops(DTYPES[name]) for name in native_precisions()}
+    # Backward costs about twice the forward.
+    floor_epoch = {name: 3 * flops * EPOCH_IMAGES / (rate * 1e9) for name, rate in gflops.items()}
+    floor_eval = flops * TEST_IMAGES / (gflops[precision] * 1e9)
     repeats = 1 if args.quick else 3
-    tutorial = tutorial_images_per_second(args.data_dir, steps=50 * repeats)
-    ours, augment_share = our_training(args.data_dir, repeats=repeats)
-    eval_seconds = evaluation_seconds(args.data_dir, repeats=repeats)
+    tutorial = tutorial_images_per_second(args.data_dir, dataset, steps=50 * repeats)
+    ours, augment_share = our_training(args.data_dir, dataset, precision, repeats=repeats)
+    eval_seconds = evaluation_seconds(args.data_dir, dataset, precision, repeats=repeats)
+    fraction = floor_epoch[precision] / (EPOCH_IMAGES / ours)
     results.update({
         "matmul_gflops": gflops, "train_mflop_per_image": 3 * flops / 1e6, "floor_epoch_seconds": floor_epoch,
         "train_images_per_second": ours, "epoch_seconds": EPOCH_IMAGES / ours,
-        "train_fraction_of_floor": floor_epoch / (EPOCH_IMAGES / ours), "augment_share_of_step": augment_share,
+        "train_fraction_of_floor": fraction, "augment_share_of_step": augment_share,
         "tutorial_images_per_second": tutorial, "speedup_over_tutorial": ours / tutorial,
         "eval_seconds": eval_seconds, "floor_eval_seconds": floor_eval, "eval_over_floor": eval_seconds / floor_eval,
     })
     if not args.quick:
-        seconds, peak_mb, accuracy = timed_training_run(args.data_dir, "--epochs", "2")
+        seconds, peak_mb, accuracy, evaluate_seconds = timed_training_and_evaluation(
+            args.data_dir, "--epochs", 2, "--dataset", dataset.name)
         results.update({"fast_recipe": "--epochs 2", "fast_recipe_seconds": seconds,
-                        "fast_recipe_test_acc": accuracy, "train_peak_rss_mb": peak_mb})
+                        "fast_recipe_test_acc": accuracy, "train_peak_rss_mb": peak_mb,
+                        "evaluate_py_seconds": evaluate_seconds})
 
-    rows = [
-        ("float32 matmul", f"{gflops:.0f} GFLOP/s", "the floor's rate"),
-        ("floor: epoch of 55k", f"{floor_epoch:.1f} s", f"{3 * flops / 1e6:.1f} MFLOP per training image"),
+    rows = [(f"{name} matmul (2048²)", f"{rate:.0f} GFLOP/s",
+             f"floor: an epoch of 55k in {floor_epoch[name]:.1f} s" + (" (in use)" if name == precision else ""))
+            for name, rate in gflops.items()]
+    rows += [
+        ("training step", f"{3 * flops / 1e6:.1f} MFLOP per image", f"{precision}: {why}"),
         ("our training", f"{ours:.0f} img/s = {EPOCH_IMAGES / ours:.1f} s/epoch",
-         f"{results['train_fraction_of_floor']:.0%} of the floor's rate (target >= 70%)"),
-        ("  augmentation", f"{augment_share:.1%} of a step", "target < 10%"),
+         f"{fraction:.0%} of the {precision} floor's rate (target >= 70%)"),
+        ("  augmentation", f"{augment_share:.1%} of a step", "target < 15%"),
         ("tutorial baseline", f"{tutorial:.0f} img/s", f"ours is {ours / tutorial:.1f}x faster (target >= 3x)"),
-        ("evaluation, 10k test", f"{eval_seconds:.2f} s", f"{eval_seconds / floor_eval:.1f}x its floor of "
-                                                          f"{floor_eval:.2f} s (target <= 2x)"),
+        ("model on 10k test", f"{eval_seconds:.2f} s", f"{eval_seconds / floor_eval:.1f}x its floor of "
+                                                       f"{floor_eval:.2f} s (target <= 2x)"),
     ]
     if not args.quick:
-        rows += [("time to 99% test", f"{results['fast_recipe_seconds']:.0f} s",
-                  f"train.py --epochs 2 reached {results['fast_recipe_test_acc']:.2%} (target < 45 s)"),
-                 ("peak memory, training", f"{results['train_peak_rss_mb']:.0f} MB", "target < 1 GB")]
-    print(f"\n{results['machine']}, torch {results['torch']}; ratios carry over between machines, seconds do not\n")
+        goal = " (target: 99% in < 45 s)" if dataset is data.MNIST else ""
+        rows += [("train.py --epochs 2", f"{results['fast_recipe_seconds']:.0f} s",
+                  f"reached {results['fast_recipe_test_acc']:.2%} on the test set{goal}"),
+                 ("peak memory, training", f"{results['train_peak_rss_mb']:.0f} MB", "target < 1 GB"),
+                 ("evaluate.py, all of it", f"{results['evaluate_py_seconds']:.1f} s",
+                  "metrics, calibration and every figure (target < 15 s)")]
+    print(f"\n{results['machine']}, torch {results['torch']}, {dataset.name}; ratios carry over between machines, "
+          "seconds do not\n")
     for name, value, note in rows:
         print(f"{name:<24}{value:<34}{note}")
     data.write_json(args.out, results)

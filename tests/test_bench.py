@@ -26,11 +26,15 @@ def test_quick_benchmark_runs_and_writes_its_results(real_mnist_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     results = json.loads(out.read_text())
     assert results["train_mflop_per_image"] == pytest.approx(3 * 14.150928)
-    for key in ["matmul_gflops", "train_images_per_second", "tutorial_images_per_second", "eval_seconds"]:
+    for key in ["train_images_per_second", "tutorial_images_per_second", "eval_seconds"]:
         assert results[key] > 0, key
+    # A floor for every precision the CPU runs natively, and the rate measured against the one in use.
+    assert results["matmul_gflops"]["fp32"] > 0 and results["precision"] in results["matmul_gflops"]
+    floor = results["floor_epoch_seconds"][results["precision"]]
+    assert results["train_fraction_of_floor"] == pytest.approx(floor / results["epoch_seconds"])
     assert results["speedup_over_tutorial"] == pytest.approx(
         results["train_images_per_second"] / results["tutorial_images_per_second"])
-    assert "of the floor's rate" in result.stdout and "ratios carry over" in result.stdout
+    assert f"of the {results['precision']} floor's rate" in result.stdout and "ratios carry over" in result.stdout
 
 
 def test_serve_load_benchmark_runs_and_reports(reader_run):

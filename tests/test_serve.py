@@ -13,7 +13,7 @@ from conftest import one_line_error, run_script, start_server
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import data
+import images
 import serve
 import strokes
 
@@ -51,12 +51,13 @@ def test_health_names_the_checkpoint(client, trained_run):
 def test_predict_answers_with_what_the_network_saw(client, app):
     body = png(strokes.render(7))
     answer = post_image(client, body).json()
-    assert set(answer) == {"digit", "probabilities", "input", "ms"}
+    assert set(answer) == {"class", "name", "probabilities", "input", "ms"}
     assert len(answer["probabilities"]) == 10 and sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
-    assert answer["digit"] == max(range(10), key=answer["probabilities"].__getitem__)
+    assert answer["class"] == max(range(10), key=answer["probabilities"].__getitem__)
+    assert answer["name"] == str(answer["class"])  # an MNIST checkpoint's classes are the digits
     assert answer["ms"] > 0
     # The input is predict.py's preprocessing of these very bytes, as 0-255 ink.
-    assert answer["input"] == serve.as_pixels(data.image_to_mnist(body))
+    assert answer["input"] == serve.as_pixels(images.image_to_mnist(body))
     assert len(answer["input"]) == 28 and all(len(row) == 28 for row in answer["input"])
     assert max(map(max, answer["input"])) == 255 and answer["input"][0] == [0] * 28
 
@@ -65,10 +66,13 @@ def test_the_probabilities_are_the_checkpoints(client, trained_run):
     import checkpoints
 
     run_dir, _ = trained_run
-    model = checkpoints.load_model(checkpoints.load(run_dir / "best.pt"))
+    checkpoint = checkpoints.load(run_dir / "best.pt")
+    model = checkpoints.load_model(checkpoint)
+    # Calibrated with the temperature evaluate.py kept for this checkpoint, if it ran (test_evaluate.py).
+    temperature = checkpoints.load_temperature(run_dir / "best.pt", checkpoint) or 1.0
     body = png(strokes.render(3))
     with torch.inference_mode():
-        expected = model(data.image_to_mnist(body)[None]).softmax(1)[0]
+        expected = (model(images.image_to_mnist(body)[None]) / temperature).softmax(1)[0]
     got = torch.tensor(post_image(client, body).json()["probabilities"])
     assert torch.allclose(got, expected, atol=1e-5)
 
@@ -78,7 +82,7 @@ def test_photo_formats_are_read(client, kind):
     body = png(strokes.render(4).convert("RGB"), format=kind, quality=85)
     response = post_image(client, body, f"image/{kind.lower()}")
     assert response.status_code == 200, response.text
-    assert response.json()["input"] == serve.as_pixels(data.image_to_mnist(body))
+    assert response.json()["input"] == serve.as_pixels(images.image_to_mnist(body))
 
 
 def truncated_png():
@@ -173,7 +177,7 @@ def test_requests_that_wait_together_share_one_forward_pass(trained_run):
     assert batch_sizes == [10]  # all eleven waited together; the one that is no image was left out
     assert isinstance(results[-1], serve.HTTPException) and results[-1].status_code == 422
     for body, (x, probabilities) in zip(bodies[:-1], results[:-1]):
-        assert torch.equal(x, data.image_to_mnist(body)) and probabilities.shape == (10,)
+        assert torch.equal(x, images.image_to_mnist(body)) and probabilities.shape == (10,)
 
 
 # --- serve.py as a user runs it ---------------------------------------------------------------

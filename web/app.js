@@ -34,6 +34,7 @@ let encoding = 0;       // canvas snapshots being turned into PNGs
 let inFlight = false;
 let pending = null;     // the next image to send once the request in flight returns
 let generation = 0;     // bumped by Clear, so that answers about an earlier drawing are dropped
+let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];  // the checkpoint's, once /api/health answers
 
 // aria-busy tells assistive technology (and the tests) that a newer reading is on its way.
 function updateBusy() {
@@ -52,13 +53,16 @@ function blankPad() {
 }
 
 function makeBars() {
-  for (let d = 0; d < 10; d++) {
+  bars.replaceChildren();
+  bars.classList.toggle("named", classes.some((name) => name.length > 2));
+  classes.forEach((name) => {
     const li = document.createElement("li");
-    li.innerHTML = `<span class="bar-label">${d}</span>` +
-      `<span class="bar-track"><span class="bar-fill"></span></span><span class="bar-value">–</span>`;
-    li.setAttribute("aria-label", `digit ${d}: no reading yet`);
+    li.innerHTML = '<span class="bar-label"></span>' +
+      '<span class="bar-track"><span class="bar-fill"></span></span><span class="bar-value">–</span>';
+    li.querySelector(".bar-label").textContent = name;
+    li.setAttribute("aria-label", `${name}: no reading yet`);
     bars.appendChild(li);
-  }
+  });
 }
 
 function clearAll() {
@@ -75,11 +79,11 @@ function clearAll() {
   timingOut.innerHTML = "&nbsp;";
   drawInput(null);
   showError(null);
-  bars.querySelectorAll("li").forEach((li, d) => {
+  bars.querySelectorAll("li").forEach((li, k) => {
     li.classList.remove("top");
     li.querySelector(".bar-fill").style.width = "0%";
     li.querySelector(".bar-value").textContent = "–";
-    li.setAttribute("aria-label", `digit ${d}: no reading yet`);
+    li.setAttribute("aria-label", `${classes[k]}: no reading yet`);
   });
 }
 
@@ -175,14 +179,15 @@ async function send(blob) {
 function show(answer) {
   showError(null);
   const p = answer.probabilities;
-  digitOut.textContent = String(answer.digit);
-  confidenceOut.textContent = `${(p[answer.digit] * 100).toFixed(1)}% sure`;
+  digitOut.textContent = answer.name;
+  digitOut.classList.toggle("long", answer.name.length > 2);
+  confidenceOut.textContent = `${(p[answer.class] * 100).toFixed(1)}% sure`;
   timingOut.textContent = `read in ${answer.ms.toFixed(1)} ms`;
   bars.querySelectorAll("li").forEach((li, d) => {
-    li.classList.toggle("top", d === answer.digit);
+    li.classList.toggle("top", d === answer.class);
     li.querySelector(".bar-fill").style.width = `${(p[d] * 100).toFixed(1)}%`;
     li.querySelector(".bar-value").textContent = `${(p[d] * 100).toFixed(1)}%`;
-    li.setAttribute("aria-label", `digit ${d}: ${(p[d] * 100).toFixed(1)}%`);
+    li.setAttribute("aria-label", `${classes[d]}: ${(p[d] * 100).toFixed(1)}%`);
   });
   drawInput(answer.input);
 }
@@ -227,6 +232,8 @@ async function loadModelInfo() {
   try {
     const response = await fetch("api/health");
     const about = await response.json();
+    classes = about.classes;
+    makeBars();
     const calibration = about.temperature ? `calibrated, temperature ${about.temperature.toFixed(2)}` :
       "confidences not calibrated";
     model.textContent = `Read by ${about.checkpoint} (epoch ${about.epoch}, ` +
