@@ -2,12 +2,18 @@
 
     python evaluate.py                              # best.pt of the default run (runs/default)
     python evaluate.py --checkpoint runs/x/last.pt  # any other checkpoint
+    python evaluate.py --images data/external/heldout  # your own labelled images (see make_external.py)
 
 Prints accuracy, macro and weighted precision, recall and F1, a per-class table, the confusion matrix
 and the calibration (ECE, NLL, Brier) before and after a softmax temperature fitted on the validation
 split. Writes beside the checkpoint: metrics.json, predictions.csv, temperature.json (which predict.py
 and serve.py apply), report.md and the plots, among them what the network learned: its first-layer
 filters, Grad-CAM on its most confident mistakes and a t-SNE map of its penultimate features.
+
+With --images DIR it evaluates a folder of labelled images of any format instead (DIR/0/..., ...,
+DIR/9/..., torchvision's ImageFolder layout; for Fashion-MNIST the folders may carry the class names),
+each prepared as predict.py prepares it, and writes its results to external-<DIR's name>/ beside the
+checkpoint, leaving the test-set outputs as they are.
 """
 
 import csv
@@ -25,6 +31,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 import checkpoints
 import cli
 import data
+import images
 import plot
 import runtime
 
@@ -37,6 +44,8 @@ def parse_args(argv=None):
     cli.add_device_option(p)
     cli.add_precision_option(p)
     p.add_argument("--batch-size", type=cli.positive(int), default=500, help="images per forward pass (default: 500)")
+    p.add_argument("--images", metavar="DIR", default=None,
+                   help="evaluate a folder of labelled images (DIR/0/..., ..., DIR/9/...) instead of the test set")
     return p.parse_args(argv)
 
 
@@ -214,21 +223,88 @@ def fit_on_validation(model, checkpoint, data_dir, batch_size, precision, datase
     return fit_temperature(logits, val_y), f"the run's validation split ({len(val_y)} images)"
 
 
-def explain(model, images, labels, predictions, confidences, features, dataset, out_dir):
+def explain(model, test_images, labels, predictions, confidences, features, dataset, out_dir):
     """The figures of what the network learned: filters, Grad-CAM on mistakes, the feature map."""
     plots = [plot.plot_filters(model.L1[0].weight.detach().cpu(), out_dir / "filters.png")]
     worst, _ = plot.most_confident_mistakes(labels, predictions, confidences, 8)
     device = next(model.parameters()).device
-    x = data.normalize(images[worst], dataset).to(device).contiguous(memory_format=runtime.memory_format(device))
+    x = data.normalize(test_images[worst], dataset).to(device).contiguous(memory_format=runtime.memory_format(device))
     cams = [grad_cam(model, x, torch.as_tensor(targets[worst], device=device)).cpu().numpy()
             for targets in (predictions, labels)]
-    plots.append(plot.plot_grad_cam(images[worst].numpy(), *cams, labels[worst], predictions[worst],
+    plots.append(plot.plot_grad_cam(test_images[worst].numpy(), *cams, labels[worst], predictions[worst],
                                     confidences[worst], dataset.classes, out_dir / "grad_cam.png"))
     wrong = np.flatnonzero(labels != predictions)
     sample, points = feature_map(features, always=wrong)
     plots.append(plot.plot_feature_map(points, labels[sample], np.isin(sample, wrong), dataset.classes,
                                        out_dir / "feature_map.png"))
     return plots
+
+
+def read_image_folder(folder, dataset):
+    """(inputs [N, 1, 28, 28], labels [N], paths, problem lines) of an ImageFolder-layout folder, each
+    image prepared as predict.py prepares it; an image that cannot be read becomes a problem line."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise cli.RunError(f"--images {folder} is not a folder; pass one with a subfolder per class (0, ..., 9)")
+    names = {name: k for k, name in enumerate(dataset.classes)} | {str(k): k for k in range(len(dataset.classes))}
+    subfolders = sorted(path.name for path in folder.iterdir() if path.is_dir())
+    unknown = [name for name in subfolders if name not in names]
+    if unknown or not subfolders:
+        raise cli.RunError(f"--images {folder}: expected a subfolder per class named 0 ... "
+                           f"{len(dataset.classes) - 1}, found {', '.join(unknown or subfolders) or 'none'}")
+    samples = make_dataset(str(folder), {name: names[name] for name in subfolders}, extensions=IMG_EXTENSIONS,
+                           allow_empty=True)
+    inputs, labels, paths, problems = [], [], [], []
+    for path, label in samples:
+        try:
+            inputs.append(images.to_input(path, dataset))
+        except images.ImageError as e:
+            problems.append(f"{path}: {e}")
+            continue
+        labels.append(label)
+        paths.append(path)
+    if not inputs:
+        raise cli.RunError(f"--images {folder}: no image in it could be read")
+    return torch.stack(inputs), torch.tensor(labels), paths, problems
+
+
+def evaluate_folder(args, model, checkpoint, path, dataset, precision):
+    """Evaluate --images: metrics, predictions, confusion matrix and mistakes in external-<name>/."""
+    inputs, labels, paths, problems = read_image_folder(args.images, dataset)
+    temperature = checkpoints.load_temperature(path, checkpoint) or 1.0
+    probabilities = torch.cat([runtime.probabilities(model, x, precision, temperature)
+                               for x in inputs.split(args.batch_size)])
+    confidences, predictions = probabilities.max(1)
+    name = Path(args.images).resolve().name
+    out_dir = path.parent / f"external-{name}"
+    metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
+    metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
+                   images=len(labels), unreadable=problems)
+    print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} images of {args.images}"
+          + (f"; {len(problems)} could not be read" if problems else "") + "\n")
+    print(format_report(metrics))
+    data.write_json(out_dir / "metrics.json", metrics)
+    with data.atomic_write(out_dir / "predictions.csv", "w") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["path", "label", "prediction", "confidence"])
+        writer.writerows([p, dataset.classes[t], dataset.classes[q], f"{c:.6f}"]
+                         for p, t, q, c in zip(paths, labels.tolist(), predictions.tolist(), confidences.tolist()))
+    seen = (data.denormalize(inputs[:, 0], dataset).clamp(0, 1) * 255).round().byte().numpy()
+    plots = [plot.plot_confusion_matrix(metrics["confusion_matrix"], dataset.classes, out_dir / "confusion_matrix.png"),
+             plot.plot_misclassified(seen, labels.numpy(), predictions.numpy(), confidences.numpy(), dataset.classes,
+                                     out_dir / "misclassified.png")]
+    headline = (f"| images | accuracy | precision (macro) | recall (macro) |\n|---|---|---|---|\n"
+                f"| {len(labels)} | {metrics['accuracy']:.2%} | {metrics['precision_macro']:.4f} | "
+                f"{metrics['recall_macro']:.4f} |")
+    figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
+    with data.atomic_write(out_dir / "report.md", "w") as f:
+        f.write(f"# {name}: external images\n\nCheckpoint `{path}` (epoch {metrics['epoch']}) on `{args.images}`, "
+                f"each image prepared as predict.py prepares it (the mistakes show the 28x28 input the network "
+                f"read).\n\n{headline}\n\n{figures}\n")
+    print(f"\nwrote metrics.json, predictions.csv, report.md and {len(plots)} plots to {out_dir}")
+    return metrics
 
 
 def evaluate(args):
@@ -238,13 +314,15 @@ def evaluate(args):
     checkpoint = checkpoints.load(path)
     dataset = checkpoints.dataset_of(checkpoint, args.dataset)
     model = checkpoints.load_model(checkpoint, device)
+    if args.images:
+        return evaluate_folder(args, model, checkpoint, path, dataset, precision)
     out_dir = path.parent
-    images, labels = data.load_split(args.data_dir, train=False, dataset=dataset)
+    test_images, labels = data.load_split(args.data_dir, train=False, dataset=dataset)
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()
 
     started = time.perf_counter()
-    logits, features = logits_and_features(model, images.to(device), args.batch_size, precision, dataset)
+    logits, features = logits_and_features(model, test_images.to(device), args.batch_size, precision, dataset)
     seconds = time.perf_counter() - started
     temperature, fitted_on = fit_on_validation(model, checkpoint, args.data_dir, args.batch_size, precision, dataset)
     confidences, predictions = (logits / temperature).softmax(1).max(1)
@@ -266,12 +344,12 @@ def evaluate(args):
     plots.append(plot.plot_confusion_matrix(metrics["confusion_matrix"], dataset.classes,
                                             out_dir / "confusion_matrix.png"))
     plots.append(plot.plot_per_class(metrics["per_class"], out_dir / "per_class.png"))
-    plots.append(plot.plot_misclassified(images.numpy(), labels, predictions, confidences, dataset.classes,
+    plots.append(plot.plot_misclassified(test_images.numpy(), labels, predictions, confidences, dataset.classes,
                                          out_dir / "misclassified.png"))
     calibrated = metrics["calibration"]
     plots.append(plot.plot_reliability(calibrated["before"], calibrated["after"], temperature,
                                        out_dir / "reliability.png"))
-    plots += explain(model, images, labels, predictions, confidences, features.numpy(), dataset, out_dir)
+    plots += explain(model, test_images, labels, predictions, confidences, features.numpy(), dataset, out_dir)
     write_report(out_dir / "report.md", metrics, plots)
     print(f"\nwrote metrics.json, predictions.csv, temperature.json, report.md and {len(plots)} plots to {out_dir}")
     return metrics

@@ -217,6 +217,26 @@ def plot_filters(weights, path, columns=8):
     return save(fig, path)
 
 
+def plot_preprocessing(examples, path):
+    """A row per picture: how images.digit_stages turns it into MNIST's form, stage by stage."""
+    columns = [("picture", "the picture"), ("ink", "paper removed"), ("digit", "the digit found"),
+               ("cropped", "cropped"), ("mnist", "28x28, MNIST's stroke")]
+    fig, axes = plt.subplots(len(examples), len(columns), figsize=(len(columns) * 1.7, len(examples) * 1.8),
+                             squeeze=False)
+    for row, (title, stages) in enumerate(examples):
+        for ax, (key, name) in zip(axes[row], columns):
+            image = stages[key] / max(float(stages[key].max()), 1e-6) if key == "ink" else stages[key]
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+        axes[row, 0].set_ylabel(title, fontsize=8)
+    fig.suptitle("From a photo to MNIST's form (images.py)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Comparing runs
 
@@ -232,6 +252,7 @@ class Run:
     recipe: dict
     history: list
     test_acc: float | None
+    external: dict  # set name -> accuracy, from evaluate.py --images
 
 
 def read_run(folder):
@@ -261,8 +282,14 @@ def read_run(folder):
         test_acc = float(json.loads((folder / "metrics.json").read_text())["accuracy"])
     except (OSError, ValueError, KeyError, TypeError):
         test_acc = None
+    external = {}
+    for metrics in sorted(folder.glob("external-*/metrics.json")):
+        try:
+            external[metrics.parent.name.removeprefix("external-")] = float(json.loads(metrics.read_text())["accuracy"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
     recipe = {key: value for key, value in config.items() if key not in NOT_THE_RECIPE}
-    return Run(folder, recipe, history, test_acc)
+    return Run(folder, recipe, history, test_acc, external)
 
 
 def differing_options(runs):
@@ -283,11 +310,12 @@ def mean_and_std(values):
     return f"{statistics.mean(values):.2%} ± {statistics.stdev(values) * 100:.2f}"
 
 
-def run_row(run, keys):
+def run_row(run, keys, sets):
     return {"run": run.folder.name, "options": describe(run.recipe, keys) or "(the same)",
             "epochs": len(run.history), "best val acc": f"{max(r['val_acc'] for r in run.history):.2%}",
             "training time": f"{sum(r['seconds'] for r in run.history):.0f} s",
-            "test acc": "" if run.test_acc is None else f"{run.test_acc:.2%}"}
+            "test acc": "" if run.test_acc is None else f"{run.test_acc:.2%}",
+            **{f"{name} acc": f"{run.external[name]:.2%}" if name in run.external else "" for name in sets}}
 
 
 def seed_groups(runs):
@@ -298,15 +326,22 @@ def seed_groups(runs):
     return [group for group in groups.values() if len(group) > 1]
 
 
-def group_row(group, keys):
-    tested = [run.test_acc for run in group if run.test_acc is not None]
+def measured(values, n):
+    """mean ± std of the values some runs of a group of `n` have, saying how many when not all do."""
+    if not values:
+        return ""
+    return mean_and_std(values) + (f" (n={len(values)})" if len(values) != n else "")
+
+
+def group_row(group, keys, sets):
     return {"run": f"{len(group)} seeds ({', '.join(str(run.recipe['seed']) for run in group)})",
             "options": describe(group[0].recipe, [k for k in keys if k != "seed"]) or "(the same)",
             "epochs": f"{statistics.mean(len(run.history) for run in group):.3g}",
             "best val acc": mean_and_std([max(r["val_acc"] for r in run.history) for run in group]),
             "training time": f"{statistics.mean(sum(r['seconds'] for r in run.history) for run in group):.0f} s",
-            "test acc": (mean_and_std(tested) + (f" (n={len(tested)})" if len(tested) != len(group) else ""))
-            if tested else ""}
+            "test acc": measured([run.test_acc for run in group if run.test_acc is not None], len(group)),
+            **{f"{name} acc": measured([run.external[name] for run in group if name in run.external], len(group))
+               for name in sets}}
 
 
 def markdown_table(rows):
@@ -318,13 +353,15 @@ def markdown_table(rows):
 def comparison_markdown(runs):
     """comparison.md: a row per run, then a row per group of runs that differ only in the seed."""
     keys = differing_options(runs)
+    sets = sorted({name for run in runs for name in run.external})
     text = (f"# Comparison of {len(runs)} runs\n\nOptions shown are those that differ between the runs; "
-            f"training time is the sum of the epochs' seconds; test accuracy is evaluate.py's, of best.pt.\n\n"
-            + markdown_table([run_row(run, keys) for run in runs]) + "\n")
+            f"training time is the sum of the epochs' seconds; test accuracy is evaluate.py's, of best.pt"
+            + (f", and so are the accuracies on {', '.join(sets)} (evaluate.py --images)" if sets else "")
+            + ".\n\n" + markdown_table([run_row(run, keys, sets) for run in runs]) + "\n")
     groups = seed_groups(runs)
     if groups:
         text += ("\n## Runs that differ only in the seed\n\nMean ± sample standard deviation, in percent.\n\n"
-                 + markdown_table([group_row(group, keys) for group in groups]) + "\n")
+                 + markdown_table([group_row(group, keys, sets) for group in groups]) + "\n")
     return text
 
 

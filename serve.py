@@ -35,15 +35,17 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 10 << 20  # a phone photo fits; larger bodies are refused before they are read whole
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo; a "decompression bomb" declares far more
 MAX_BATCH = 64
+PREPARED_ON_THE_LOOP = 64 << 10  # bytes: a canvas PNG is 3-8 KB and takes about a millisecond
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 
 class BatchedReader:
     """The network, shared by every request: the images that wait together are read as one batch.
 
-    One worker thread at a time decodes the waiting images and runs them through the network in one
-    forward pass, while the event loop goes on taking requests on the other core; the requests that
-    arrive meanwhile form the next batch. (A thread hop per image costs more than decoding a canvas.)
+    One worker thread at a time runs the waiting images through the network in one forward pass, while
+    the event loop goes on taking requests; those that arrive meanwhile form the next batch. A small
+    image (a canvas) is prepared on the event loop as it arrives, which costs less than a hop to another
+    thread; a large one (a photo) is prepared in the worker, so that it never holds up the others.
     """
 
     def __init__(self, model, prepare, precision="fp32", temperature=1.0):
@@ -54,7 +56,7 @@ class BatchedReader:
     async def read(self, body):
         """(input [1, 28, 28], probabilities [10]) for one image's bytes; raises what `prepare` raises."""
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append((body, future))
+        self.waiting.append((self.prepare(body) if len(body) <= PREPARED_ON_THE_LOOP else body, future))
         if self.worker is None or self.worker.done():
             self.worker = asyncio.create_task(self._drain())
         return await future
@@ -74,12 +76,13 @@ class BatchedReader:
                 else:
                     future.set_result(result)
 
-    def _read_batch(self, bodies):
-        """Each body's (input, probabilities), or the exception that refused it."""
+    def _read_batch(self, items):
+        """Each item's (input, probabilities), or the exception that refused it; an item is an input
+        already prepared, or the bytes of an image."""
         results = []
-        for body in bodies:
+        for item in items:
             try:
-                results.append(self.prepare(body))
+                results.append(item if isinstance(item, torch.Tensor) else self.prepare(item))
             except Exception as e:  # noqa: BLE001  (it belongs to that one request)
                 results.append(e)
         inputs = [x for x in results if not isinstance(x, Exception)]
@@ -234,6 +237,8 @@ def main(argv=None):
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {args.host}: the model is reachable from the network by anyone who can "
               "reach this machine", file=sys.stderr)
+    # The network gets half the cores: the event loop, which prepares the pictures, needs the rest.
+    torch.set_num_threads(max(1, torch.get_num_threads() // 2))
     try:
         uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shuts down gracefully, then raises the Ctrl-C it caught

@@ -1,7 +1,7 @@
 """The ten digits as pen strokes (polylines in a unit square), and their drawing as images.
 
 One set of shapes serves every place that needs a digit drawn the way a person draws one: the browser
-test moves the mouse along them, the load benchmark posts them as canvas PNGs.
+test moves the mouse along them, and make_external.py draws them jittered with many pens.
 """
 
 import math
@@ -52,17 +52,22 @@ def smooth_strokes(digit, steps=6):
     return [_catmull_rom(stroke, steps) for stroke in DIGITS[digit]]
 
 
-def render(digit, size=280, width=None, ink=0, paper=255):
-    """The digit drawn with a round pen on a `size`-pixel square: dark ink on white paper by default,
-    a stroke about a thirteenth of the square wide, as on the web page's pad, with anti-aliased edges
-    as a browser's canvas draws them."""
+def draw(polylines, size=280, width=None, ink=0, paper=255):
+    """Strokes (polylines in the unit square) drawn smoothly with a round pen on a `size`-pixel square:
+    dark ink on white paper by default, a stroke about a thirteenth of the square wide, as on the web
+    page's pad, with anti-aliased edges as a browser's canvas draws them."""
     scale = 4  # drawn 4x larger, then averaged down: the edges get a canvas's grey steps
     width = (width or size / 13) * scale
     image = Image.new("L", (size * scale, size * scale), paper)
-    draw = ImageDraw.Draw(image)
-    for stroke in smooth_strokes(digit):
-        points = [(x * size * scale, y * size * scale) for x, y in stroke]
-        draw.line(points, fill=ink, width=round(width))
+    pen = ImageDraw.Draw(image)
+    for stroke in polylines:
+        points = [(x * size * scale, y * size * scale) for x, y in _catmull_rom(stroke, 6)]
+        pen.line(points, fill=ink, width=round(width))
         for x, y in points:  # round joins and caps, as a pen makes them
-            draw.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=ink)
+            pen.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=ink)
     return image.reduce(scale)
+
+
+def render(digit, size=280, width=None, ink=0, paper=255):
+    """The digit drawn as on the web page's pad (see draw)."""
+    return draw(DIGITS[digit], size, width, ink, paper)

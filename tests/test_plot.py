@@ -77,3 +77,14 @@ def test_nothing_to_compare_is_one_line(tmp_path):
     result = run_script("plot.py", tmp_path / "nothing-here", "--out", tmp_path / "out")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: no run to compare")
+
+
+def test_external_accuracies_get_a_column_and_their_own_mean(runs):
+    for folder, accuracy in zip(runs[:3], (0.97, 0.98, 0.96)):
+        (folder / "external-heldout").mkdir()
+        (folder / "external-heldout" / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
+    text = plot.comparison_markdown([plot.read_run(folder) for folder in runs])
+    header = next(line for line in text.splitlines() if line.startswith("| run"))
+    assert header.endswith("| test acc | heldout acc |")
+    assert "| a1 | lr=0.003, seed=1 | 3 | 99.30% | 60 s | 99.60% | 98.00% |" in text
+    assert text.splitlines()[-1].endswith("| 99.40% ± 0.26 | 97.00% ± 1.00 |")  # by hand: mean 0.97, std 0.01
