@@ -120,7 +120,7 @@ def paper_removed(grey, is_alpha_ink):
     drawn = bool(border.min() == border.max())
     low_end, paper, high_end = (border[0],) * 3 if drawn else np.percentile(border, [5, 50, 95])
     if high_end - low_end < 0.1 * max(paper, 0.05):  # an even background, even for a dark board
-        blocks = block_means(grey)
+        blocks = grey if drawn else block_means(grey)  # a drawing has no noisy pixels to average away
         dark_ink = paper > (blocks.min() + blocks.max()) / 2
         return np.maximum(paper - grey if dark_ink else grey - paper, 0), drawn
     small = grey
@@ -143,7 +143,8 @@ def digit_mask(ink, min_contrast=0.05, drawn=False):
     """Where the digit is: strong ink and the fainter ink joined to it (hysteresis), kept as whole
     strokes, without specks and smudges away from the digit. In a digital drawing (`drawn`: a border
     of one exact colour, as a canvas has) every mark is the digit's."""
-    peak = float(block_means(ink).max())  # the inkiest 2x2 block: one hot pixel is noise, not a digit
+    # The inkiest 2x2 block: one hot pixel is noise, not a digit (a drawing has no noise).
+    peak = float((ink if drawn else block_means(ink)).max())
     if peak < min_contrast:
         raise ImageError("no digit found: the image is blank (or has almost no contrast)")
     if drawn:
@@ -231,7 +232,7 @@ def image_to_mnist(source, min_contrast=0.05, max_pixels=None):
     no visible digit.
     """
     mnist = digit_stages(source, min_contrast, max_pixels)["mnist"]
-    return data.normalize(torch.from_numpy(mnist)[None, None], data.MNIST)[0]
+    return torch.from_numpy(data.normalize(mnist[None], data.MNIST))
 
 
 def image_to_fashion(source, min_contrast=0.05, max_pixels=None):

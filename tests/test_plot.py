@@ -10,7 +10,7 @@ from PIL import Image
 import plot
 
 RECIPE = {"epochs": 3, "batch_size": 256, "lr": 0.003, "label_smoothing": 0.1, "val_size": 5000, "subset": None,
-          "augment": True, "elastic": 0.0, "target_acc": None, "precision_used": "fp32"}
+          "augment": True, "elastic": 0.0, "target_acc": None, "precision_used": "fp32", "dataset": "mnist"}
 
 
 def write_run(folder, seed, val_accs, test_acc=None, **changes):
@@ -88,3 +88,13 @@ def test_external_accuracies_get_a_column_and_their_own_mean(runs):
     assert header.endswith("| test acc | heldout acc |")
     assert "| a1 | lr=0.003, seed=1 | 3 | 99.30% | 60 s | 99.60% | 98.00% |" in text
     assert text.splitlines()[-1].endswith("| 99.40% ± 0.26 | 97.00% ± 1.00 |")  # by hand: mean 0.97, std 0.01
+
+
+def test_a_run_from_before_an_option_existed_counts_as_its_old_behaviour(runs):
+    older = runs[0]
+    config = json.loads((older / "config.json").read_text())
+    del config["dataset"], config["elastic"], config["precision_used"]  # train.py had none of them yet
+    config["device_used"] = "cpu"
+    (older / "config.json").write_text(json.dumps(config))
+    groups = plot.seed_groups([plot.read_run(folder) for folder in runs])
+    assert [len(group) for group in groups] == [3]  # still one recipe with a0, a1 and a2
