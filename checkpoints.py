@@ -3,6 +3,7 @@ loaded safely (`weights_only=True`, then checked); the trained model made from o
 temperature evaluate.py fits for it.
 """
 
+import dataclasses
 import json
 import math
 import pickle
@@ -95,3 +96,28 @@ def load_temperature(path, checkpoint):
 def load_model(checkpoint, device="cpu"):
     """The CNN with the checkpoint's weights, in eval mode, on `device` in its preferred memory layout."""
     return load_weights(CNN(), checkpoint).to(device, memory_format=runtime.memory_format(device)).eval()
+
+
+@dataclasses.dataclass
+class Trained:
+    """A checkpoint made ready to use: its model on the device, its dataset, precision and temperature."""
+
+    path: Path
+    checkpoint: dict
+    model: torch.nn.Module
+    dataset: data.Dataset
+    device: torch.device
+    precision: str
+    temperature: float | None  # fitted by evaluate.py for this checkpoint; None until it has run
+
+
+def open_trained(path, device="auto", precision="auto", dataset=None):
+    """The checkpoint at `path` ready to use, as evaluate, predict and serve need it (`device` and
+    `precision` as the options name them; `dataset`, if given, must be the checkpoint's own).
+    Raises RunError, one line, for anything wrong."""
+    device = runtime.pick_device(device)
+    precision, _ = runtime.pick_precision(precision, device)
+    checkpoint = load(path)
+    dataset = dataset_of(checkpoint, dataset)
+    return Trained(Path(path), checkpoint, load_model(checkpoint, device), dataset, device, precision,
+                   load_temperature(path, checkpoint))

@@ -39,12 +39,16 @@ def positive(kind):
     return parse
 
 
-def non_negative(text):
-    """An argparse type: a finite number of 0 or more."""
+def _number(text):
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def non_negative(text):
+    """An argparse type: a finite number of 0 or more."""
+    value = _number(text)
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
@@ -52,10 +56,7 @@ def non_negative(text):
 
 def fraction(text):
     """An argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value

@@ -270,11 +270,11 @@ def read_image_folder(folder, dataset):
     return torch.stack(inputs), torch.tensor(labels), paths, problems
 
 
-def evaluate_folder(args, model, checkpoint, path, dataset, precision):
+def evaluate_folder(args, trained):
     """Evaluate --images: metrics, predictions, confusion matrix and mistakes in external-<name>/."""
+    path, checkpoint, dataset = trained.path, trained.checkpoint, trained.dataset
     inputs, labels, paths, problems = read_image_folder(args.images, dataset)
-    temperature = checkpoints.load_temperature(path, checkpoint) or 1.0
-    probabilities = torch.cat([runtime.probabilities(model, x, precision, temperature)
+    probabilities = torch.cat([runtime.probabilities(trained.model, x, trained.precision, trained.temperature or 1.0)
                                for x in inputs.split(args.batch_size)])
     confidences, predictions = probabilities.max(1)
     name = Path(args.images).resolve().name
@@ -308,14 +308,11 @@ def evaluate_folder(args, model, checkpoint, path, dataset, precision):
 
 
 def evaluate(args):
-    device = runtime.pick_device(args.device)
-    precision, _ = runtime.pick_precision(args.precision, device)
-    path = cli.checkpoint_path(args)
-    checkpoint = checkpoints.load(path)
-    dataset = checkpoints.dataset_of(checkpoint, args.dataset)
-    model = checkpoints.load_model(checkpoint, device)
+    trained = checkpoints.open_trained(cli.checkpoint_path(args), args.device, args.precision, args.dataset)
     if args.images:
-        return evaluate_folder(args, model, checkpoint, path, dataset, precision)
+        return evaluate_folder(args, trained)
+    path, checkpoint, model, dataset = trained.path, trained.checkpoint, trained.model, trained.dataset
+    device, precision = trained.device, trained.precision
     out_dir = path.parent
     test_images, labels = data.load_split(args.data_dir, train=False, dataset=dataset)
     if device.type == "cpu":

@@ -51,22 +51,19 @@ def format_prediction(path, probabilities, top, classes):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        device = runtime.pick_device(args.device)
-        precision, _ = runtime.pick_precision(args.precision, device)
-        path = cli.checkpoint_path(args)
-        checkpoint = checkpoints.load(path)
-        dataset = checkpoints.dataset_of(checkpoint, args.dataset)
-        model = checkpoints.load_model(checkpoint, device)
+        trained = checkpoints.open_trained(cli.checkpoint_path(args), args.device, args.precision, args.dataset)
     except cli.RunError as e:
         sys.exit(f"error: {e}")
-    temperature = checkpoints.load_temperature(path, checkpoint)  # None until evaluate.py has run
-    inputs, readable, problems = prepare_all(args.images, dataset)
+    classes = trained.dataset.classes
+    inputs, readable, problems = prepare_all(args.images, trained.dataset)
     for line in problems:
         print(line, file=sys.stderr)
     if inputs:
-        probabilities = runtime.probabilities(model, torch.stack(inputs), precision, temperature or 1.0)
+        # Calibrated with the temperature evaluate.py fitted, once it has run.
+        probabilities = runtime.probabilities(trained.model, torch.stack(inputs), trained.precision,
+                                              trained.temperature or 1.0)
         for path, p in zip(readable, probabilities):
-            print(format_prediction(path, p, min(args.top, len(dataset.classes)), dataset.classes))
+            print(format_prediction(path, p, min(args.top, len(classes)), classes))
     sys.exit(1 if problems else 0)
 
 

@@ -137,19 +137,18 @@ def as_pixels(x, dataset=data.MNIST):
 
 
 def create_app(path, device="cpu", precision="fp32", on_ready=None):
-    """The FastAPI app serving the checkpoint at `path` (loaded once, here) and the page in web/.
+    """The FastAPI app serving the checkpoint at `path` (loaded once, here) and the page in web/;
+    `device` and `precision` as the options name them.
 
     `on_ready()` is called once the server is up and answering.
     """
-    device = torch.device(device)
-    checkpoint = checkpoints.load(path)
-    dataset = checkpoints.dataset_of(checkpoint)
-    temperature = checkpoints.load_temperature(path, checkpoint)
-    reader = BatchedReader(checkpoints.load_model(checkpoint, device), functools.partial(prepare, dataset=dataset),
-                           precision, temperature or 1.0)
+    trained = checkpoints.open_trained(path, device, precision)
+    dataset, checkpoint = trained.dataset, trained.checkpoint
+    reader = BatchedReader(trained.model, functools.partial(prepare, dataset=dataset), trained.precision,
+                           trained.temperature or 1.0)
     about = {"status": "ok", "checkpoint": str(path), "epoch": int(checkpoint["epoch"]),
              "val_acc": float(checkpoint["val_acc"]), "dataset": dataset.name, "classes": dataset.classes,
-             "device": str(device), "precision": precision, "temperature": temperature}
+             "device": str(trained.device), "precision": trained.precision, "temperature": trained.temperature}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -228,9 +227,7 @@ def main(argv=None):
         sock = open_socket(args.host, args.port)
         host, port = sock.getsockname()[:2]
         address = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        device = runtime.pick_device(args.device)
-        precision, _ = runtime.pick_precision(args.precision, device)
-        app = create_app(path, device, precision,
+        app = create_app(path, args.device, args.precision,
                          on_ready=lambda: print(f"serving {path} at {address}  (Ctrl-C to stop)", flush=True))
     except cli.RunError as e:
         sys.exit(f"error: {e}")
