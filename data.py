@@ -378,9 +378,9 @@ def split_train_val(images, labels, val_size=5000, seed=0):
     return (images[train], labels[train]), (images[val], labels[val])
 
 
-def training_splits(data_dir, val_size=5000, subset=None, dataset=MNIST):
+def training_splits(data_dir, val_size=5000, subset=None, dataset=MNIST, fetch=True):
     """A run's (train, validation) pairs: the seeded split of the training set, cut to `subset` images."""
-    images, labels = load_split(data_dir, train=True, dataset=dataset)
+    images, labels = load_split(data_dir, train=True, fetch=fetch, dataset=dataset)
     (train_x, train_y), (val_x, val_y) = split_train_val(images, labels, val_size, seed=0)
     if subset:
         train_x, train_y = train_x[:subset], train_y[:subset]

@@ -217,7 +217,8 @@ def logits_and_features(model, images, batch_size, precision, dataset):
 def fit_on_validation(model, checkpoint, data_dir, batch_size, precision, dataset):
     """(temperature, how it was fitted): on the run's own validation split, never on the test set."""
     config = checkpoint["config"]
-    _, (val_x, val_y) = data.training_splits(data_dir, config["val_size"], config.get("subset"), dataset)
+    # The test split was just loaded, which verified all four files: no need to check them again.
+    _, (val_x, val_y) = data.training_splits(data_dir, config["val_size"], config.get("subset"), dataset, fetch=False)
     device = next(model.parameters()).device
     logits = runtime.predict_logits(model, val_x.to(device), batch_size, precision, dataset).cpu()
     return fit_temperature(logits, val_y), f"the run's validation split ({len(val_y)} images)"

@@ -65,7 +65,7 @@ class BatchedReader:
         while self.waiting:
             batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
             try:
-                results = await asyncio.to_thread(self._read_batch, [body for body, _ in batch])
+                results = await asyncio.to_thread(self._read_batch, [item for item, _ in batch])
             except Exception as e:  # noqa: BLE001  (each waiting request gets the failure)
                 results = [e] * len(batch)
             for (_, future), result in zip(batch, results):
