@@ -102,17 +102,18 @@ def block_means(a):
 
 
 def paper_removed(grey, is_alpha_ink):
-    """(ink, drawn): ink per pixel, light on dark, with the paper and its shading taken out; and whether
-    the picture is a digital drawing, its border all one exact colour.
+    """(ink, drawn): ink per pixel, light on dark, with the paper and its shading taken out (the paper
+    near 0, its noise either side of it); and whether the picture is a digital drawing, its border all
+    one exact colour.
 
     On an even background (a scan, a canvas) the paper is the border's median, and the ink is dark
     when the paper is nearer the picture's light end than its dark end. On uneven light, a shadow or a
-    textured page the paper is estimated around every pixel: a morphological closing (for dark ink; an
-    opening for light ink) with a window wider than any stroke removes the strokes and keeps the light's
-    slow changes and a shadow's edge; the ink is then measured against the paper around it. Which ink
-    it is comes from a median filter over a small copy of
-    the picture: the paper is most of every window, so the departures from the median are mostly the
-    ink's, and the sign that departs more (beyond noise, in all) is its polarity.
+    textured page the paper is estimated around every pixel (ink_against_paper), first over a third of
+    the picture, wider than the boldest stroke; then, once the digit's stroke width is known from that
+    first look, over 1.5 stroke widths, which follows the grain of the paper closely enough that it
+    is not taken for ink. Which ink it is comes from a median over a small copy of the picture, in
+    windows so wide (two fifths of it) that even a bold digit is a minority in each: the departures
+    from the median are mostly the ink's, and the sign that departs more (beyond noise) is its polarity.
     """
     if is_alpha_ink:
         return grey, True
@@ -122,21 +123,41 @@ def paper_removed(grey, is_alpha_ink):
     if high_end - low_end < 0.1 * max(paper, 0.05):  # an even background, even for a dark board
         blocks = grey if drawn else block_means(grey)  # a drawing has no noisy pixels to average away
         dark_ink = paper > (blocks.min() + blocks.max()) / 2
-        return np.maximum(paper - grey if dark_ink else grey - paper, 0), drawn
+        return (paper - grey if dark_ink else grey - paper), drawn
     small = grey
     while max(small.shape) > 80:
         small = block_means(small)
-    departures = small - ndimage.median_filter(small, max(3, round(max(small.shape) / 5) | 1))
+    window = max(3, round(max(small.shape) / 2.5) | 1)
+    # A median of rows, then of columns: as good a paper level here as the square window's, 15x quicker.
+    departures = small - ndimage.median_filter(ndimage.median_filter(small, (1, window)), (window, 1))
     dark_ink = np.clip(-departures - 0.05, 0, None).sum() > np.clip(departures - 0.05, 0, None).sum()
-    window = max(3, round(max(grey.shape) / 5) | 1)
+    ink = ink_against_paper(grey, dark_ink, max(grey.shape) / 3)
+    # A second look with a window a few of the digit's strokes wide: it follows a textured or unevenly lit
+    # page far closer than one wide enough for the boldest strokes.
+    width = STROKE_WINDOW * stroke_width(digit_mask(ink).astype(np.float32))
+    if 0 < width < max(grey.shape) / 3:
+        ink = ink_against_paper(grey, dark_ink, width)
+    return ink, False
+
+
+STROKE_WINDOW = 1.5  # the paper is estimated over windows this many stroke widths wide
+
+
+def ink_against_paper(grey, dark_ink, window):
+    """Ink relative to the paper around it, the paper estimated by a closing (dark ink; an opening for
+    light ink) over `window` pixels: strokes narrower than it vanish, the light's slow changes stay."""
+    window = max(3, round(window) | 1)
     if dark_ink:
         background = ndimage.minimum_filter(ndimage.maximum_filter(grey, window), window)
     else:
         background = ndimage.maximum_filter(ndimage.minimum_filter(grey, window), window)
     # Light multiplies what the page reflects: relative to the paper around it, ink is as strong in a
     # shadow as in full light.
-    return np.abs(np.clip(grey / np.maximum(background, 0.05) - 1, None if dark_ink else 0,
-                          0 if dark_ink else None)), False
+    ink = 1 - grey / np.maximum(background, 0.05)
+    ink = ink if dark_ink else -ink
+    # The closing follows the paper's lightest grains, so the typical paper pixel sits a little below
+    # it: measure from the typical paper (the median: most pixels are paper), not from the grains.
+    return ink - np.median(ink[::4, ::4])
 
 
 def digit_mask(ink, min_contrast=0.05, drawn=False):
@@ -154,12 +175,12 @@ def digit_mask(ink, min_contrast=0.05, drawn=False):
     pieces = np.empty(ink.shape, dtype=np.intp)
     count = ndimage.label(ink > max(0.15 * peak, 3 * noise), structure=np.ones((3, 3)), output=pieces)
     areas = np.bincount(pieces.ravel(), minlength=count + 1)
-    strong = np.zeros(count + 1, dtype=bool)
-    strong[pieces[ink > max(0.4 * peak, 5 * noise)]] = True
-    strong[0] = False
-    areas[~strong] = 0  # only pieces with strong ink in them can be part of the digit
-    # The digit's parts: every piece a tenth the largest's size or more, and any smaller ones in their box.
-    big = areas >= 0.1 * areas.max()
+    # A piece is as big as its strong ink: a grain of the paper that passed the low threshold has little.
+    strong = np.bincount(pieces[ink > max(0.4 * peak, 5 * noise)], minlength=count + 1)
+    strong[0] = 0
+    areas[strong == 0] = 0  # only pieces with strong ink in them can be part of the digit
+    # The digit's parts: every piece with a tenth of the most strong ink or more, and any smaller ones in their box.
+    big = strong >= 0.1 * strong.max()
     rows, cols = bounding_box(big[pieces])
     margin = max(2, round(0.1 * max(rows.stop - rows.start, cols.stop - cols.start)))
     near = np.zeros(count + 1, dtype=bool)
