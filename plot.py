@@ -244,9 +244,6 @@ def plot_preprocessing(examples, path):
 NOT_THE_RECIPE = cli.RUNTIME_OPTIONS | {"device_used", "torch", "torchvision", "python", "command", "precision",
                                         "precision_reason"}
 NEEDED_COLUMNS = {"epoch", "val_acc", "val_loss", "seconds"}
-# Options train.py gained after runs had been made with it: an older run that lacks one ran like this.
-ADDED_LATER = {"dataset": "mnist", "elastic": 0.0}
-
 
 @dataclasses.dataclass
 class Run:
@@ -290,7 +287,7 @@ def read_run(folder):
             external[metrics.parent.name.removeprefix("external-")] = float(json.loads(metrics.read_text())["accuracy"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    recipe = {**ADDED_LATER, **{key: value for key, value in config.items() if key not in NOT_THE_RECIPE}}
+    recipe = {**cli.ADDED_LATER, **{key: value for key, value in config.items() if key not in NOT_THE_RECIPE}}
     # Before --precision, the forward pass ran in bf16 on CUDA and in fp32 everywhere else.
     recipe.setdefault("precision_used", "bf16" if str(config.get("device_used", "")).startswith("cuda") else "fp32")
     return Run(folder, recipe, history, test_acc, external)

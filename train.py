@@ -31,6 +31,7 @@ import runtime
 from model import CNN
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+AUGMENTATION_OPTIONS = ("elastic", "shear", "thickness", "blur", "noise")
 
 
 def parse_args(argv=None):
@@ -47,11 +48,25 @@ def parse_args(argv=None):
     p.add_argument("--subset", type=cli.positive(int), default=None,
                    help="train on only this many images (and validate on at most as many): quick trials and tests")
     p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="turn off the random warping of training images (MNIST: rotation, scale, shift; "
-                        "Fashion-MNIST: shift and mirroring; and --elastic)")
-    p.add_argument("--elastic", type=cli.non_negative, default=0.0,
+                   help="train on the images as they are (by default each is varied at random: MNIST: "
+                        "rotation, scale, shift, slant, stroke width, blur and noise; Fashion-MNIST: shift "
+                        "and mirroring; and --elastic)")
+    augmentation = data.MNIST.augmentation
+    p.add_argument("--elastic", type=cli.non_negative, default=None,
                    help="RMS size in pixels of the smooth random distortion added to each training image "
                         "(Simard et al. 2003; default: 0, none)")
+    p.add_argument("--shear", type=cli.non_negative, default=None,
+                   help=f"largest slant, x moved by this fraction of y (default: {augmentation.shear} for MNIST, "
+                        "0 for Fashion-MNIST)")
+    p.add_argument("--thickness", type=cli.fraction, default=None,
+                   help=f"largest thickening or thinning of the strokes, as a fraction of a 3x3 dilation or "
+                        f"erosion (default: {augmentation.thickness} for MNIST, 0 for Fashion-MNIST)")
+    p.add_argument("--blur", type=cli.non_negative, default=None,
+                   help=f"largest blur, as a fraction of a 3x3 Gaussian's (default: {augmentation.blur} for MNIST, "
+                        "0 for Fashion-MNIST)")
+    p.add_argument("--noise", type=cli.non_negative, default=None,
+                   help=f"largest standard deviation of the noise added to the ink (default: {augmentation.noise} "
+                        "for MNIST, 0 for Fashion-MNIST)")
     p.add_argument("--target-acc", type=float, default=None,
                    help="stop once validation accuracy reaches this fraction, e.g. 0.99")
     cli.add_dataset_option(p, default="mnist")
@@ -64,6 +79,9 @@ def parse_args(argv=None):
                    help="continue the run in --run-dir from its last.pt, with that run's own settings")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --run-dir holds a run")
     args = p.parse_args(argv)
+    for option in AUGMENTATION_OPTIONS:  # kept in config.json as numbers, whatever the dataset
+        if getattr(args, option) is None:
+            setattr(args, option, getattr(data.DATASETS[args.dataset].augmentation, option))
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
         p.error(f"--target-acc must be a fraction in (0, 1], got {args.target_acc}")
     return args
@@ -77,14 +95,21 @@ def loss_and_accuracy(logits, labels):
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()
 
 
+def augmentation(args):
+    """The dataset's augmentation as the options set it; None with --no-augment."""
+    if not args.augment:
+        return None
+    chosen = {option: getattr(args, option) for option in AUGMENTATION_OPTIONS}
+    return dataclasses.replace(data.DATASETS[args.dataset].augmentation, **chosen)
+
+
 def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, precision="fp32"):
     """One pass over the training images; returns (mean loss, accuracy) on what it trained on."""
     model.train()
     generator = data.epoch_generator(args.seed, epoch)
     steps = math.ceil(len(images) / args.batch_size)
     dataset = data.DATASETS[args.dataset]
-    warp = dataclasses.replace(dataset.warp, elastic=args.elastic) if args.augment else None
-    bar = tqdm(data.batches(images, labels, args.batch_size, generator, warp, dataset),
+    bar = tqdm(data.batches(images, labels, args.batch_size, generator, augmentation(args), dataset),
                total=steps, desc=f"epoch {epoch}/{args.epochs}", unit="batch", leave=False, file=sys.stderr,
                disable=None)  # no bar when stderr is not a terminal (logs, CI)
     layout = runtime.memory_format(images.device)
@@ -150,7 +175,7 @@ def prepare_run_dir(args):
 
 def restore_args(args, checkpoint):
     """On resume, the run's own settings come from its checkpoint; only runtime options are new."""
-    for key, value in checkpoint["config"].items():
+    for key, value in {**cli.ADDED_LATER, **checkpoint["config"]}.items():
         if hasattr(args, key) and key not in cli.RUNTIME_OPTIONS:
             setattr(args, key, value)
 

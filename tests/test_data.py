@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import RunsCode, make_tiny_mnist
 from PIL import Image, ImageDraw
 
@@ -178,7 +179,7 @@ def test_augmented_batches_are_seeded_keep_labels_and_shape():
     labels = torch.arange(32) % 10
 
     def run(seed, epoch):
-        return list(data.batches(images, labels, 8, data.epoch_generator(seed, epoch), data.Warp()))
+        return list(data.batches(images, labels, 8, data.epoch_generator(seed, epoch), data.Augmentation()))
 
     first, again, other = run(0, 1), run(0, 1), run(0, 2)
     for (x1, y1), (x2, y2) in zip(first, again):
@@ -197,7 +198,7 @@ def test_augmented_batches_are_seeded_keep_labels_and_shape():
 
 def test_zero_strength_warp_is_the_identity():
     x = torch.rand(4, 1, 28, 28)
-    out = data.random_warp(x, torch.Generator().manual_seed(0), data.Warp(0.0, 0.0, 0.0, 0.0))
+    out = data.random_warp(x, torch.Generator().manual_seed(0), data.Augmentation(0.0, 0.0, 0.0, 0.0))
     assert torch.allclose(out, x, atol=1e-5)
 
 
@@ -214,11 +215,61 @@ def test_elastic_field_moves_pixels_by_the_asked_rms_and_smoothly():
 def test_elastic_warp_alone_keeps_the_ink_in_place_on_average():
     x = torch.zeros(64, 1, 28, 28)
     x[:, :, 6:22, 12:16] = 1.0
-    warped = data.random_warp(x, torch.Generator().manual_seed(1), data.Warp(0, 0, 0, elastic=1.5))
+    warped = data.random_warp(x, torch.Generator().manual_seed(1), data.Augmentation(0, 0, 0, elastic=1.5))
     moved = (warped - x).abs().sum((1, 2, 3))
     assert (moved > 1).all()  # every image changed
     # Ink is moved, stretched and squeezed (strokes thicken and thin), but not made or lost on the whole.
     assert warped.sum().item() == pytest.approx(x.sum().item(), rel=0.1)
+
+
+
+def bar_images(n=64):
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0
+    return x
+
+
+def test_thickness_thickens_and_thins_strokes_by_up_to_its_amount():
+    x = bar_images()
+    out = data.random_ink(x, torch.Generator().manual_seed(0), data.Augmentation(thickness=0.8))
+    change = out.sum((1, 2, 3)) - x.sum((1, 2, 3))
+    full_dilation = F.max_pool2d(x, 3, 1, 1).sum((1, 2, 3)) - x.sum((1, 2, 3))
+    assert (change > 0).any() and (change < 0).any()  # both ways, each image its own amount
+    assert (change.abs() <= 0.8 * full_dilation + 1e-4).all()
+
+
+def test_blur_softens_edges_and_keeps_the_ink():
+    x = bar_images()
+    out = data.random_ink(x, torch.Generator().manual_seed(0), data.Augmentation(blur=1.0))
+    assert out.sum().item() == pytest.approx(x.sum().item(), rel=0.02)
+    assert (out[:, :, 6:22, 11] > 0).any() and (out < 1).any()  # ink spread past the bar's edge
+
+
+def test_noise_falls_on_the_digit_only_and_stays_in_range():
+    x = bar_images()
+    out = data.random_ink(x, torch.Generator().manual_seed(0), data.Augmentation(noise=0.3))
+    assert torch.equal(out[x == 0], x[x == 0])
+    assert (out[x == 1] < 1).any() and out.min() >= 0 and out.max() <= 1
+
+
+def test_shear_slants_a_vertical_bar_both_ways():
+    def slants(shear):
+        warp = data.Augmentation(0, 0, 0, shear=shear)
+        out = data.random_warp(bar_images(16), torch.Generator().manual_seed(0), warp)
+        centre = (out * torch.arange(28.0)).sum(3) / out.sum(3).clamp(min=1e-6)  # [N, 1, rows]: ink's mean column
+        return centre[:, 0, 7:9].mean(1) - centre[:, 0, 19:21].mean(1)  # top minus bottom
+
+    assert slants(0.0).abs().max() < 1e-3
+    slanted = slants(0.3)
+    assert slanted.max() > 1.5 and slanted.min() < -1.5  # up to 0.3 x 12 rows = 3.6 columns apart
+
+
+def test_effects_left_at_zero_draw_no_random_numbers():
+    # Adding an effect at 0 must not change how the other effects draw (old runs stay reproducible).
+    x = bar_images(8)
+    plain = data.augment(x, torch.Generator().manual_seed(3), data.Augmentation())
+    again = data.augment(x, torch.Generator().manual_seed(3), data.Augmentation(shear=0, thickness=0, blur=0, noise=0))
+    assert torch.equal(plain, again)
 
 
 # --- a user's own image ----------------------------------------------------------------------

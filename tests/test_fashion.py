@@ -30,7 +30,7 @@ def test_each_dataset_reads_its_own_files_and_statistics(tmp_path):
 def test_fashion_warp_mirrors_and_shifts_but_never_rotates():
     x = torch.zeros(256, 1, 28, 28)
     x[:, :, 10:18, 4:8] = 1.0  # a block on the left
-    warped = data.random_warp(x, torch.Generator().manual_seed(0), FASHION.warp)
+    warped = data.random_warp(x, torch.Generator().manual_seed(0), FASHION.augmentation)
     on_right = warped[..., 14:].sum((1, 2, 3)) > warped[..., :14].sum((1, 2, 3))
     assert 0.35 < on_right.float().mean().item() < 0.65  # mirrored about half the time
     # Shifted by whole-pixel-ish amounts, not turned: the block stays 8 rows tall and upright.

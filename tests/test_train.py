@@ -130,6 +130,18 @@ def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_
     assert same_weights(straight / "last.pt", killed / "last.pt")
 
 
+def test_augmentation_options_are_kept_as_numbers_and_reach_the_augmentation():
+    default = train.parse_args([])
+    assert train.augmentation(default) == data.MNIST.augmentation
+    assert all(isinstance(getattr(default, option), float) for option in train.AUGMENTATION_OPTIONS)
+    chosen = train.augmentation(train.parse_args(["--thickness", "0.3", "--blur", "0.5", "--shear", "0.2"]))
+    assert (chosen.thickness, chosen.blur, chosen.shear) == (0.3, 0.5, 0.2)
+    assert chosen.degrees == data.MNIST.augmentation.degrees  # the rest as the dataset has it
+    fashion = train.augmentation(train.parse_args(["--dataset", "fashion-mnist"]))
+    assert fashion == data.FASHION_MNIST.augmentation and fashion.flip
+    assert train.augmentation(train.parse_args(["--no-augment", "--blur", "0.5"])) is None
+
+
 def test_best_epoch_is_the_later_of_a_tie_as_best_pt_keeps_it():
     history = [{"epoch": 1, "val_acc": 0.98}, {"epoch": 2, "val_acc": 0.99}, {"epoch": 3, "val_acc": 0.99},
                {"epoch": 4, "val_acc": 0.985}]
