@@ -37,7 +37,7 @@ AUGMENTATION_OPTIONS = ("elastic", "shear", "thickness", "blur", "noise")
 def parse_args(argv=None):
     p = cli.Parser(__doc__)
     p.add_argument("--epochs", type=cli.positive(int), default=6, help="passes over the training split (default: 6)")
-    p.add_argument("--batch-size", type=cli.positive(int), default=256, help="images per step (default: 256)")
+    p.add_argument("--batch-size", type=cli.positive(int), default=128, help="images per step (default: 128)")
     p.add_argument("--lr", type=cli.positive(float), default=3e-3,
                    help="peak learning rate of the one-cycle schedule (default: 3e-3)")
     p.add_argument("--label-smoothing", type=cli.fraction, default=0.1,
