@@ -49,24 +49,19 @@ def parse_args(argv=None):
                    help="train on only this many images (and validate on at most as many): quick trials and tests")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="train on the images as they are (by default each is varied at random: MNIST: "
-                        "rotation, scale, shift, slant, stroke width, blur and noise; Fashion-MNIST: shift "
-                        "and mirroring; and --elastic)")
-    augmentation = data.MNIST.augmentation
-    p.add_argument("--elastic", type=cli.non_negative, default=None,
+                        "rotation, scale and shift; Fashion-MNIST: shift and mirroring; and the options below)")
+    p.add_argument("--elastic", type=cli.non_negative, default=0.0,
                    help="RMS size in pixels of the smooth random distortion added to each training image "
                         "(Simard et al. 2003; default: 0, none)")
-    p.add_argument("--shear", type=cli.non_negative, default=None,
-                   help=f"largest slant, x moved by this fraction of y (default: {augmentation.shear} for MNIST, "
-                        "0 for Fashion-MNIST)")
-    p.add_argument("--thickness", type=cli.fraction, default=None,
-                   help=f"largest thickening or thinning of the strokes, as a fraction of a 3x3 dilation or "
-                        f"erosion (default: {augmentation.thickness} for MNIST, 0 for Fashion-MNIST)")
-    p.add_argument("--blur", type=cli.non_negative, default=None,
-                   help=f"largest blur, as a fraction of a 3x3 Gaussian's (default: {augmentation.blur} for MNIST, "
-                        "0 for Fashion-MNIST)")
-    p.add_argument("--noise", type=cli.non_negative, default=None,
-                   help=f"largest standard deviation of the noise added to the ink (default: {augmentation.noise} "
-                        "for MNIST, 0 for Fashion-MNIST)")
+    p.add_argument("--shear", type=cli.non_negative, default=0.0,
+                   help="largest slant, x moved by this fraction of y (default: 0, none)")
+    p.add_argument("--thickness", type=cli.fraction, default=0.0,
+                   help="largest thickening or thinning of the strokes, as a fraction of a 3x3 dilation or "
+                        "erosion (default: 0, none)")
+    p.add_argument("--blur", type=cli.non_negative, default=0.0,
+                   help="largest blur, as a fraction of a 3x3 Gaussian's (default: 0, none)")
+    p.add_argument("--noise", type=cli.non_negative, default=0.0,
+                   help="largest standard deviation of the noise added to the ink (default: 0, none)")
     p.add_argument("--target-acc", type=float, default=None,
                    help="stop once validation accuracy reaches this fraction, e.g. 0.99")
     cli.add_dataset_option(p, default="mnist")
@@ -79,9 +74,6 @@ def parse_args(argv=None):
                    help="continue the run in --run-dir from its last.pt, with that run's own settings")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --run-dir holds a run")
     args = p.parse_args(argv)
-    for option in AUGMENTATION_OPTIONS:  # kept in config.json as numbers, whatever the dataset
-        if getattr(args, option) is None:
-            setattr(args, option, getattr(data.DATASETS[args.dataset].augmentation, option))
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
         p.error(f"--target-acc must be a fraction in (0, 1], got {args.target_acc}")
     return args
