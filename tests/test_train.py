@@ -140,6 +140,22 @@ def test_augmentation_options_reach_the_augmentation():
     assert train.augmentation(train.parse_args(["--no-augment", "--blur", "0.5"])) is None
 
 
+def test_weight_decay_shrinks_the_weights_and_zero_is_plain_adam():
+    def weights_after_a_step(*options):
+        args = train.parse_args(["--epochs", "1", *options])
+        model, optimizer, _ = train.build(args, 1000, torch.device("cpu"))
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)  # no gradient: only the decay moves a weight
+        optimizer.step()
+        return model.L3.weight.detach()
+
+    before = train.build(train.parse_args(["--epochs", "1"]), 1000, torch.device("cpu"))[0].L3.weight
+    plain = weights_after_a_step()
+    decayed = weights_after_a_step("--weight-decay", "0.5")
+    assert torch.equal(plain, before)
+    assert decayed.abs().sum() < before.abs().sum()
+
+
 def test_best_epoch_is_the_later_of_a_tie_as_best_pt_keeps_it():
     history = [{"epoch": 1, "val_acc": 0.98}, {"epoch": 2, "val_acc": 0.99}, {"epoch": 3, "val_acc": 0.99},
                {"epoch": 4, "val_acc": 0.985}]
