@@ -411,14 +411,22 @@ def denormalize(x, dataset=MNIST):
     return x * dataset.std + dataset.mean
 
 
+def _band(size, taps):
+    """[size, size]: row i holds the (symmetric) `taps` centred on column i."""
+    radius = len(taps) // 2
+    offset = torch.arange(size)[None, :] - torch.arange(size)[:, None]
+    return torch.where(offset.abs() <= radius, taps[(offset + radius).clamp(0, 2 * radius)], 0.0)
+
+
 def _smooth_field(n, height, width, sigma, generator):
     """[N, H, W, 2] displacements with unit RMS: uniform noise blurred by a Gaussian of `sigma` pixels."""
     radius = max(1, round(2 * sigma))
     taps = torch.exp(-torch.arange(-radius, radius + 1.0) ** 2 / (2 * sigma**2))
     taps /= taps.sum()
     noise = (torch.rand(2 * n, 1, height, width, generator=generator) * 2 - 1)
-    noise = F.conv2d(noise, taps.view(1, 1, 1, -1), padding=(0, radius))
-    noise = F.conv2d(noise, taps.view(1, 1, -1, 1), padding=(radius, 0))
+    # The blur as two products with banded matrices (zero beyond the edges, as a padded convolution):
+    # one batched matmul each way is ten times quicker on a CPU than a one-channel convolution.
+    noise = _band(height, taps) @ noise @ _band(width, taps)
     rms = math.sqrt(1 / 3) * taps.square().sum().item()  # of uniform(-1, 1) noise after the 2-D blur
     return (noise / rms).view(n, 2, height, width).permute(0, 2, 3, 1)
 
@@ -460,6 +468,14 @@ def random_warp(images, generator, warp=Augmentation()):
 _GAUSSIAN_3X3 = torch.tensor([1.0, 2.0, 1.0]).outer(torch.tensor([1.0, 2.0, 1.0])).div(16).view(1, 1, 3, 3)
 
 
+def _dilate(images):
+    """The 3x3 maximum around every pixel, outside the image counting as 0 (the background): as
+    max_pool2d(images, 3, 1, 1) on ink, from shifted views, which is ten times quicker on a CPU."""
+    padded = F.pad(images, (1, 1, 1, 1))
+    rows = torch.maximum(torch.maximum(padded[..., :, :-2], padded[..., :, 1:-1]), padded[..., :, 2:])
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+
+
 def random_ink(images, generator, augmentation=Augmentation()):
     """The ink's part of `augment`: stroke width, blur and noise, each image by its own amount."""
     n = len(images)
@@ -470,8 +486,7 @@ def random_ink(images, generator, augmentation=Augmentation()):
 
     if augmentation.thickness:
         change = amounts(augmentation.thickness, signed=True)
-        thicker = F.max_pool2d(images, 3, 1, 1)
-        thinner = -F.max_pool2d(-images, 3, 1, 1)
+        thicker, thinner = _dilate(images), -_dilate(-images)
         images = images + change.clamp(min=0) * (thicker - images) + (-change).clamp(min=0) * (thinner - images)
     if augmentation.blur:
         blurred = F.conv2d(images, _GAUSSIAN_3X3.to(images.device, images.dtype), padding=1)

@@ -238,6 +238,11 @@ def test_thickness_thickens_and_thins_strokes_by_up_to_its_amount():
     assert (change.abs() <= 0.8 * full_dilation + 1e-4).all()
 
 
+def test_dilation_is_max_pooling_on_ink():
+    x = torch.rand(8, 1, 28, 28)
+    assert torch.equal(data._dilate(x), F.max_pool2d(x, 3, 1, 1))
+
+
 def test_blur_softens_edges_and_keeps_the_ink():
     x = bar_images()
     out = data.random_ink(x, torch.Generator().manual_seed(0), data.Augmentation(blur=1.0))
