@@ -79,6 +79,7 @@ def fit(ink, size):
 
 WORKING_SIDE = 256  # pictures are analysed at most this large: plenty for a digit, and quick
 MNIST_STROKE = (4.15, 4.7, 5.66)  # 10th percentile, median, 90th of stroke_width() over MNIST's training digits
+STROKE_WINDOW = 1.5  # on uneven paper, the paper is estimated over windows this many stroke widths wide
 
 
 def working_copy(grey):
@@ -138,9 +139,6 @@ def paper_removed(grey, is_alpha_ink):
     if 0 < width < max(grey.shape) / 3:
         ink = ink_against_paper(grey, dark_ink, width)
     return ink, False
-
-
-STROKE_WINDOW = 1.5  # the paper is estimated over windows this many stroke widths wide
 
 
 def ink_against_paper(grey, dark_ink, window):

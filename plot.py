@@ -245,6 +245,7 @@ NOT_THE_RECIPE = cli.RUNTIME_OPTIONS | {"device_used", "torch", "torchvision", "
                                         "precision_reason"}
 NEEDED_COLUMNS = {"epoch", "val_acc", "val_loss", "seconds"}
 
+
 @dataclasses.dataclass
 class Run:
     folder: Path
