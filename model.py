@@ -1,7 +1,8 @@
 """The seed's convolutional network for MNIST: two conv blocks, then three linear layers.
 
-`print(CNN())` shows exactly the module tree printed in the seed; ReLUs between the linear layers
-live in `forward` so that the tree stays as printed. The network returns logits.
+`print(CNN())` shows exactly the module tree printed in the seed; ReLUs between the linear layers, and
+the optional dropout before them, live in `forward` so that the tree stays as printed. The network
+returns logits.
 """
 
 import torch.nn as nn
@@ -17,8 +18,10 @@ def conv_block(in_channels, out_channels):
 
 
 class CNN(nn.Module):
-    def __init__(self):
+    def __init__(self, dropout=0.0):
+        """dropout: the fraction of the first two linear layers' inputs zeroed at random while training."""
         super().__init__()
+        self.dropout = dropout
         self.L1 = conv_block(1, 32)
         self.L2 = conv_block(32, 64)
         self.L3 = nn.Linear(7 * 7 * 64, 1000)
@@ -31,7 +34,10 @@ class CNN(nn.Module):
             # ReLU and max-pooling commute; pooling first leaves the ReLU a quarter of the values,
             # which makes a CPU training step about a fifth faster. The result is the same.
             x = relu(pool(conv(x)))
-        x = x.flatten(1)
-        x = F.relu(self.L3(x))
-        x = F.relu(self.L4(x))
+        x = F.relu(self.L3(self.drop(x.flatten(1))))
+        x = F.relu(self.L4(self.drop(x)))
         return self.L5(x)
+
+    def drop(self, x):
+        # Skipped at 0 so that it draws no random numbers: runs made before dropout existed reproduce.
+        return F.dropout(x, self.dropout, self.training) if self.dropout else x

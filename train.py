@@ -44,6 +44,9 @@ def parse_args(argv=None):
                    help="label smoothing of the training loss, in [0, 1) (default: 0.1)")
     p.add_argument("--weight-decay", type=cli.non_negative, default=0.0,
                    help="decoupled weight decay (AdamW) per unit of learning rate (default: 0, plain Adam)")
+    p.add_argument("--dropout", type=cli.fraction, default=0.0,
+                   help="fraction of the first two linear layers' inputs dropped at random in training "
+                        "(default: 0, none)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation (default: 0)")
     p.add_argument("--val-size", type=cli.positive(int), default=5000,
                    help="training images held out for validation (default: 5000)")
@@ -192,7 +195,7 @@ def stop_on_signal(signum, frame):
 def build(args, train_images, device):
     """The seeded model, AdamW (fused: one kernel for all weights) and the one-cycle schedule."""
     torch.manual_seed(args.seed)
-    model = CNN().to(device, memory_format=runtime.memory_format(device))
+    model = CNN(args.dropout).to(device, memory_format=runtime.memory_format(device))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=True)
     steps_per_epoch = math.ceil(train_images / args.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs,

@@ -52,6 +52,20 @@ def test_forward_gives_logits_and_matches_the_plain_layer_order():
     assert torch.allclose(out, reference, atol=1e-6)
 
 
+def test_dropout_acts_only_in_training_and_at_zero_draws_nothing():
+    torch.manual_seed(0)
+    dropped, plain = CNN(dropout=0.5), CNN()
+    plain.load_state_dict(dropped.state_dict())
+    assert str(dropped) == SEED_TREE
+    x = torch.randn(8, 1, 28, 28)
+    assert torch.equal(dropped.eval()(x), plain.eval()(x))
+    dropped.train(), plain.train()
+    assert not torch.equal(dropped(x), dropped(x))
+    rng = torch.get_rng_state()
+    assert torch.equal(plain(x), plain(x))
+    assert torch.equal(torch.get_rng_state(), rng)  # runs made before --dropout existed reproduce
+
+
 def test_training_steps_lower_the_loss():
     torch.manual_seed(0)
     images = torch.zeros(64, 28, 28, dtype=torch.uint8)
@@ -115,7 +129,8 @@ def test_existing_run_is_not_overwritten_without_asking(trained_run, real_mnist_
 
 
 def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_path):
-    common = ["--epochs", 3, *TINY_RUN, "--data-dir", real_mnist_dir]
+    # With dropout, so the random state that masks draw from must come back too.
+    common = ["--epochs", 3, *TINY_RUN, "--dropout", 0.3, "--data-dir", real_mnist_dir]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run_script("train.py", *common, "--run-dir", straight).returncode == 0
     code, _, _ = run_until("train.py", *common, "--run-dir", killed, marker="epoch  1/3", sig=signal.SIGKILL)
