@@ -59,7 +59,8 @@ def test_dropout_acts_only_in_training_and_at_zero_draws_nothing():
     assert str(dropped) == SEED_TREE
     x = torch.randn(8, 1, 28, 28)
     assert torch.equal(dropped.eval()(x), plain.eval()(x))
-    dropped.train(), plain.train()
+    dropped.train()
+    plain.train()
     assert not torch.equal(dropped(x), dropped(x))
     rng = torch.get_rng_state()
     assert torch.equal(plain(x), plain(x))
