@@ -31,7 +31,7 @@ import runtime
 from model import CNN
 
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
-AUGMENTATION_OPTIONS = ("elastic", "shear", "thickness", "blur", "noise")
+AUGMENTATION_OPTIONS = ("degrees", "scale", "shift", "elastic", "shear", "thickness", "blur", "noise")
 
 
 def parse_args(argv=None):
@@ -55,6 +55,13 @@ def parse_args(argv=None):
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="train on the images as they are (by default each is varied at random: MNIST: "
                         "rotation, scale and shift; Fashion-MNIST: shift and mirroring; and the options below)")
+    p.add_argument("--rotation", dest="degrees", metavar="DEGREES", type=cli.non_negative, default=None,
+                   help="largest rotation in degrees (default: the dataset's, MNIST 10, Fashion-MNIST 0)")
+    p.add_argument("--scale", type=cli.fraction, default=None,
+                   help="largest enlargement or shrinking, as a fraction (default: the dataset's, MNIST 0.1, "
+                        "Fashion-MNIST 0)")
+    p.add_argument("--shift", type=cli.non_negative, default=None,
+                   help="largest shift in pixels, each way (default: the dataset's, 2 for both)")
     p.add_argument("--elastic", type=cli.non_negative, default=0.0,
                    help="RMS size in pixels of the smooth random distortion added to each training image "
                         "(Simard et al. 2003; default: 0, none)")
@@ -96,7 +103,7 @@ def augmentation(args):
     """The dataset's augmentation as the options set it; None with --no-augment."""
     if not args.augment:
         return None
-    chosen = {option: getattr(args, option) for option in AUGMENTATION_OPTIONS}
+    chosen = {option: getattr(args, option) for option in AUGMENTATION_OPTIONS if getattr(args, option) is not None}
     return dataclasses.replace(data.DATASETS[args.dataset].augmentation, **chosen)
 
 

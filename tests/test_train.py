@@ -151,6 +151,9 @@ def test_augmentation_options_reach_the_augmentation():
     chosen = train.augmentation(train.parse_args(["--thickness", "0.3", "--blur", "0.5", "--shear", "0.2"]))
     assert (chosen.thickness, chosen.blur, chosen.shear) == (0.3, 0.5, 0.2)
     assert chosen.degrees == data.MNIST.augmentation.degrees  # the rest as the dataset has it
+    geometry = train.augmentation(train.parse_args(["--rotation", "15", "--scale", "0.2", "--shift", "3"]))
+    assert (geometry.degrees, geometry.scale, geometry.shift) == (15, 0.2, 3)
+    assert train.augmentation(train.parse_args(["--dataset", "fashion-mnist", "--rotation", "5"])).flip
     fashion = train.augmentation(train.parse_args(["--dataset", "fashion-mnist"]))
     assert fashion == data.FASHION_MNIST.augmentation and fashion.flip
     assert train.augmentation(train.parse_args(["--no-augment", "--blur", "0.5"])) is None
