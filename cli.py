@@ -11,7 +11,8 @@ DEFAULT_RUN_DIR = "runs/default"
 RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
 # train.py's options added after runs had been made: a run whose config lacks one ran with this value.
 ADDED_LATER = {"dataset": "mnist", "elastic": 0.0, "shear": 0.0, "thickness": 0.0, "blur": 0.0, "noise": 0.0,
-               "weight_decay": 0.0, "dropout": 0.0, "degrees": None, "scale": None, "shift": None}
+               "weight_decay": 0.0, "dropout": 0.0, "degrees": None, "scale": None, "shift": None,
+               "ema": 0.0}
 
 
 class RunError(RuntimeError):

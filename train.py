@@ -47,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=cli.fraction, default=0.0,
                    help="fraction of the first two linear layers' inputs dropped at random in training "
                         "(default: 0, none)")
+    p.add_argument("--ema", type=cli.fraction, default=0.0,
+                   help="keep an exponential moving average of the weights, with this decay per step (e.g. "
+                        "0.999); validation, best.pt and so evaluate.py use the average (default: 0, none)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and augmentation (default: 0)")
     p.add_argument("--val-size", type=cli.positive(int), default=5000,
                    help="training images held out for validation (default: 5000)")
@@ -107,8 +110,9 @@ def augmentation(args):
     return dataclasses.replace(data.DATASETS[args.dataset].augmentation, **chosen)
 
 
-def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, precision="fp32"):
-    """One pass over the training images; returns (mean loss, accuracy) on what it trained on."""
+def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, precision="fp32", averaged=None):
+    """One pass over the training images, updating the weights' moving average `averaged` (if any) after
+    each step; returns (mean loss, accuracy) on what it trained on."""
     model.train()
     generator = data.epoch_generator(args.seed, epoch)
     steps = math.ceil(len(images) / args.batch_size)
@@ -128,6 +132,8 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, pr
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         # Report the plain cross-entropy, comparable with the validation loss, not the smoothed one.
         loss_sum += F.cross_entropy(logits.detach().float(), y) * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -210,6 +216,13 @@ def build(args, train_images, device):
     return model, optimizer, scheduler
 
 
+def moving_average(model, decay):
+    """An exponential moving average of `model`'s weights, or None at decay 0."""
+    if not decay:
+        return None
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay))
+
+
 def best_epoch(history):
     """The history row of the epoch best.pt holds: the best validation accuracy, the later of equals."""
     return max(reversed(history), key=lambda row: row["val_acc"])
@@ -231,11 +244,16 @@ def train(args):
 
     train_x, train_y, val_x, val_y = load_data(args, device)
     model, optimizer, scheduler = build(args, len(train_x), device)
+    averaged = moving_average(model, args.ema)
+    kept = model if averaged is None else averaged.module  # the weights validated and saved as "model"
     config = {**run_config(args, device), "precision_used": precision, "precision_reason": why}
     history, best_val_acc, start_epoch = [], -1.0, 1
     if checkpoint is not None:
-        checkpoints.load_weights(model, checkpoint)
+        checkpoints.load_weights(kept, checkpoint)
         try:
+            if averaged is not None:
+                model.load_state_dict(checkpoint["trained"])
+                averaged.n_averaged += 1  # any count but 0: the next step updates the average, not copies
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             torch.set_rng_state(checkpoint["rng"]["torch"])
@@ -253,8 +271,8 @@ def train(args):
             break
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
-                                                args, epoch, precision)
-        logits = runtime.predict_logits(model, val_x, precision=precision, dataset=data.DATASETS[args.dataset])
+                                                args, epoch, precision, averaged)
+        logits = runtime.predict_logits(kept, val_x, precision=precision, dataset=data.DATASETS[args.dataset])
         val_loss, val_acc = loss_and_accuracy(logits, val_y)
         if not math.isfinite(val_loss):
             raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}")
@@ -263,10 +281,12 @@ def train(args):
                "val_acc": val_acc, "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3)}
         history.append(row)
         best_val_acc = max(best_val_acc, val_acc)
-        checkpoint = {"format": checkpoints.FORMAT, "model": model.state_dict(),
+        checkpoint = {"format": checkpoints.FORMAT, "model": kept.state_dict(),
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                       "epoch": epoch, "val_acc": val_acc, "best_val_acc": best_val_acc,
                       "history": history, "config": config, "rng": {"torch": torch.get_rng_state()}}
+        if averaged is not None:
+            checkpoint["trained"] = model.state_dict()  # the weights the optimizer works on, to resume
         if val_acc >= best_val_acc:
             checkpoints.save(run_dir / "best.pt", checkpoint)
         checkpoints.save(run_dir / "last.pt", checkpoint)

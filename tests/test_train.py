@@ -67,6 +67,20 @@ def test_dropout_acts_only_in_training_and_at_zero_draws_nothing():
     assert torch.equal(torch.get_rng_state(), rng)  # runs made before --dropout existed reproduce
 
 
+def test_moving_average_follows_the_weights_at_its_decay():
+    assert train.moving_average(CNN(), 0.0) is None
+    model = CNN()
+    averaged = train.moving_average(model, 0.75)
+    first = {k: t.clone() for k, t in model.state_dict().items()}
+    averaged.update_parameters(model)  # the first step copies the weights
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.add_(1.0)
+    averaged.update_parameters(model)
+    for name, weight in averaged.module.state_dict().items():
+        torch.testing.assert_close(weight, first[name] + 0.25)
+
+
 def test_training_steps_lower_the_loss():
     torch.manual_seed(0)
     images = torch.zeros(64, 28, 28, dtype=torch.uint8)
@@ -130,8 +144,9 @@ def test_existing_run_is_not_overwritten_without_asking(trained_run, real_mnist_
 
 
 def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_path):
-    # With dropout, so the random state that masks draw from must come back too.
-    common = ["--epochs", 3, *TINY_RUN, "--dropout", 0.3, "--data-dir", real_mnist_dir]
+    # With dropout, so the random state that masks draw from must come back too, and with a moving
+    # average of the weights, which must come back beside the weights it follows.
+    common = ["--epochs", 3, *TINY_RUN, "--dropout", 0.3, "--ema", 0.9, "--data-dir", real_mnist_dir]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run_script("train.py", *common, "--run-dir", straight).returncode == 0
     code, _, _ = run_until("train.py", *common, "--run-dir", killed, marker="epoch  1/3", sig=signal.SIGKILL)
@@ -144,6 +159,8 @@ def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_
     assert a["epoch"] == b["epoch"] == 3
     assert [r["val_loss"] for r in a["history"]] == [r["val_loss"] for r in b["history"]]
     assert same_weights(straight / "last.pt", killed / "last.pt")
+    assert all(torch.equal(t, b["trained"][k]) for k, t in a["trained"].items())
+    assert not torch.equal(a["model"]["L5.weight"], a["trained"]["L5.weight"])  # "model" is the average
 
 
 def test_augmentation_options_reach_the_augmentation():
