@@ -80,6 +80,17 @@ def _glibc():
         return None
 
 
+def flush_denormals():
+    """Treat float32 numbers below its smallest normal one (about 1e-38) as zero on the CPU.
+
+    Adam's running means of units that stop getting gradient decay into that range, where every
+    operation on them costs many times more: after 20 epochs a quarter to a half of them are there, and
+    epochs had grown 25% slower (twice as slow with batches of 64). torch's worker threads take the
+    setting from the thread that starts them, so call this before torch's first parallel operation.
+    """
+    torch.set_flush_denormal(True)
+
+
 def keep_freed_memory_mapped():
     """Stop glibc from handing big freed blocks back to the OS after every step.
 

@@ -229,6 +229,7 @@ def best_epoch(history):
 
 
 def train(args):
+    runtime.flush_denormals()  # first, while torch has no worker threads yet: they copy it when they start
     device = runtime.pick_device(args.device)
     run_dir = prepare_run_dir(args)
     checkpoint = None

@@ -3,11 +3,13 @@
 import csv
 import json
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_RUN, one_line_error, run_script, run_until, same_weights
+from conftest import ROOT, TINY_RUN, one_line_error, run_script, run_until, same_weights
 from PIL import Image
 
 import checkpoints
@@ -79,6 +81,17 @@ def test_moving_average_follows_the_weights_at_its_decay():
     averaged.update_parameters(model)
     for name, weight in averaged.module.state_dict().items():
         torch.testing.assert_close(weight, first[name] + 0.25)
+
+
+def test_denormals_are_flushed_in_every_worker_thread():
+    # In a fresh process set up as train.py is: torch's worker threads must take the setting too, or
+    # Adam's decaying running means slow training down. 1 << 22 numbers are split between the threads.
+    check = ("import train, runtime, torch; runtime.flush_denormals(); torch.set_num_threads(2); "
+             "smallest = torch.ones(1 << 22, dtype=torch.int32).view(torch.float32); "
+             "print(int((smallest * 1.0).view(torch.int32).count_nonzero()))")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0"]
 
 
 def test_training_steps_lower_the_loss():
