@@ -259,7 +259,7 @@ def train(args):
             scheduler.load_state_dict(checkpoint["scheduler"])
             torch.set_rng_state(checkpoint["rng"]["torch"])
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise cli.RunError(f"last.pt's optimizer or schedule does not fit this run ({e})") from None
+            raise cli.RunError(f"last.pt's optimizer, schedule or weight average does not fit this run ({e})") from None
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
         start_epoch = checkpoint["epoch"] + 1
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
