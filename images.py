@@ -46,13 +46,17 @@ def open_grey(source, max_pixels=None):
     return np.asarray(image.convert("L")), False
 
 
+def border_of(grey):
+    """The pixels along the picture's four edges: where the paper is, whatever the digit."""
+    return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
 def crop_to_ink(grey, is_alpha_ink, min_contrast=0.05, threshold=0.2):
     """What differs from the background (light on dark, scaled to [0, 1]), cropped to where it passes
     `threshold`. The background is the median of the border; a light one means dark ink."""
     if grey.ndim != 2 or grey.size == 0:
         raise ImageError("cannot read image: it has no pixels")
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    background = float(np.median(border))
+    background = float(np.median(border_of(grey)))
     darkest, lightest = float(grey.min()), float(grey.max())
     dark_ink = not is_alpha_ink and background > (darkest + lightest) / 2
     peak = background - darkest if dark_ink else lightest - background
@@ -118,7 +122,7 @@ def paper_removed(grey, is_alpha_ink):
     """
     if is_alpha_ink:
         return grey, True
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    border = border_of(grey)
     drawn = bool(border.min() == border.max())
     low_end, paper, high_end = (border[0],) * 3 if drawn else np.percentile(border, [5, 50, 95])
     if high_end - low_end < 0.1 * max(paper, 0.05):  # an even background, even for a dark board
