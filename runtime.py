@@ -85,8 +85,9 @@ def flush_denormals():
 
     Adam's running means of units that stop getting gradient decay into that range, where every
     operation on them costs many times more: after 20 epochs a quarter to a half of them are there, and
-    epochs had grown 25% slower (twice as slow with batches of 64). torch's worker threads take the
-    setting from the thread that starts them, so call this before torch's first parallel operation.
+    late epochs ran a quarter to a third slower than the first (twice as slow with batches of 64).
+    torch's worker threads take the setting from the thread that starts them, so call this before
+    torch's first parallel operation.
     """
     torch.set_flush_denormal(True)
 
