@@ -10,6 +10,7 @@ uint8 tensor, and `batches` cuts that tensor into normalized (optionally augment
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import gzip
 import hashlib
@@ -117,7 +118,8 @@ def log(message):
 def atomic_write(path, mode="wb"):
     """Open a temp file beside `path`; rename it over `path` only if the block finishes.
 
-    A crash or kill at any instant leaves either the old file or the new one, never half of one.
+    A crash or kill at any instant leaves either the old file or the new one, never half of one. A full
+    disk is a DataError saying so.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,10 +131,23 @@ def atomic_write(path, mode="wb"):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; give them the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        full = disk_full(e)
+        if full:
+            raise DataError(f"could not write {path}: {full.strerror}; it was left as it was. Free some disk "
+                            "space and try again") from None
         raise
+
+
+def disk_full(error):
+    """The OSError saying the disk (or the file-size limit) is full, if that is what `error` is or wraps."""
+    # torch.save reports a failed write as a RuntimeError raised while handling the OSError
+    for candidate in (error, error.__context__):
+        if isinstance(candidate, OSError) and candidate.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return candidate
+    return None
 
 
 def write_json(path, obj):

@@ -418,9 +418,12 @@ def main(argv=None):
         sys.exit("error: no run to compare; pass run folders written by train.py")
     text = comparison_markdown(runs)
     out = Path(args.out)
-    with data.atomic_write(out / "comparison.md", "w") as f:
-        f.write(text)
-    plot_comparison(runs, out / "curves.png")
+    try:
+        with data.atomic_write(out / "comparison.md", "w") as f:
+            f.write(text)
+        plot_comparison(runs, out / "curves.png")
+    except data.DataError as e:
+        sys.exit(f"error: {e}")
     print(text)
     print(f"wrote comparison.md and curves.png to {out}")
 

@@ -223,6 +223,13 @@ def moving_average(model, decay):
     return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay))
 
 
+def how_to_resume(run_dir):
+    last = run_dir / "last.pt"
+    if not last.exists():
+        return "no epoch had completed"
+    return f"the last completed epoch is in {last}. Resume with: python train.py --run-dir {run_dir} --resume"
+
+
 def best_epoch(history):
     """The history row of the epoch best.pt holds: the best validation accuracy, the later of equals."""
     return max(reversed(history), key=lambda row: row["val_acc"])
@@ -288,9 +295,12 @@ def train(args):
                       "history": history, "config": config, "rng": {"torch": torch.get_rng_state()}}
         if averaged is not None:
             checkpoint["trained"] = model.state_dict()  # the weights the optimizer works on, to resume
-        if val_acc >= best_val_acc:
-            checkpoints.save(run_dir / "best.pt", checkpoint)
-        checkpoints.save(run_dir / "last.pt", checkpoint)
+        try:
+            if val_acc >= best_val_acc:
+                checkpoints.save(run_dir / "best.pt", checkpoint)
+            checkpoints.save(run_dir / "last.pt", checkpoint)
+        except data.DataError as e:  # the disk is full; the epoch before's checkpoints are whole
+            raise cli.RunError(f"{e}; {how_to_resume(run_dir)}") from None
         write_history(run_dir / "history.csv", history)
         print(f"epoch {epoch:2d}/{args.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
               f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {seconds:.1f}s  "
@@ -311,15 +321,15 @@ def main(argv=None):
                  f"epoch. Try a lower --lr (now {args.lr}).")
     except Stopped as e:
         signum = e.args[0]
-        last = Path(args.run_dir) / "last.pt"
-        saved = f"the last completed epoch is in {last}" if last.exists() else "no epoch had completed"
-        print(f"\nstopped by {signal.Signals(signum).name}: {saved}. Resume with: python train.py "
-              f"--run-dir {args.run_dir} --resume", file=sys.stderr)
+        print(f"\nstopped by {signal.Signals(signum).name}: {how_to_resume(Path(args.run_dir))}", file=sys.stderr)
         sys.exit(128 + signum)
     import plot
 
     runtime.release_freed_memory()  # the plots need less than training kept; keep the run's peak down
-    plot.plot_history(history, run_dir)
+    try:
+        plot.plot_history(history, run_dir)
+    except data.DataError as e:
+        sys.exit(f"error: {e} (the training itself finished: its checkpoints are in {run_dir})")
     if history:
         best = best_epoch(history)
         print(f"best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); "

@@ -1,11 +1,12 @@
 """Faults inflicted on the real scripts, run as a user runs them: nothing is lost, nothing runs that shouldn't.
 
-Kills at any moment, Ctrl-C and SIGTERM, corrupt data, hostile checkpoints, bad options and paths,
-numerical blow-ups and bad images. conftest.py counts these tests and prints
+Kills at any moment, Ctrl-C and SIGTERM, corrupt data, hostile checkpoints, bad options and paths, a
+full disk, numerical blow-ups and bad images. conftest.py counts these tests and prints
 `faults: N tried, M survived` at the end of the run.
 """
 
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -255,6 +256,30 @@ def test_run_dir_that_cannot_be_written_is_refused(real_mnist_dir, tmp_path):
     result = run_script("train.py", *TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir, timeout=60)
     assert "cannot write to --run-dir" in one_line_error(result)
     assert not run_dir.exists()
+
+
+def file_size_limit(limit):
+    """For subprocess's preexec_fn: no file may grow past `limit` bytes, as if the disk were full there."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so a write past it fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_keeps_the_last_epoch_and_says_how_to_resume(real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    common = [*TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir]
+    code, _, _ = run_until("train.py", "--epochs", 3, *common, marker="epoch  1/3", sig=signal.SIGINT)
+    assert code == 128 + signal.SIGINT
+    before = {path.name: path.read_bytes() for path in run_dir.glob("*.pt")}
+    full = run_script("train.py", "--resume", *common, preexec_fn=file_size_limit(len(before["last.pt"]) // 2))
+    error = one_line_error(full)
+    assert "could not write" in error and "File too large" in error
+    assert f"python train.py --run-dir {run_dir} --resume" in error
+    assert {path.name: path.read_bytes() for path in run_dir.glob("*.pt")} == before
+    assert not any(run_dir.glob(".*.tmp")), "the half-written checkpoint was left behind"
+    resumed = run_script("train.py", "--resume", *common)
+    assert resumed.returncode == 0 and torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 3
 
 
 def test_data_dir_that_is_a_file_is_refused(tmp_path):
