@@ -173,6 +173,7 @@ def main():
                         "time) and measure each figure once")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
     args = p.parse_args()
+    runtime.flush_denormals()  # as train.py does, before torch starts its worker threads
     dataset = data.DATASETS[args.dataset]
     data.ensure_dataset(args.data_dir, dataset)
 
