@@ -12,6 +12,7 @@ the training set; the test set is left to evaluate.py.
 
 import csv
 import dataclasses
+import importlib.metadata
 import math
 import platform
 import signal
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from tqdm import tqdm
 
 import checkpoints
@@ -158,8 +158,9 @@ def write_history(path, history):
 
 
 def run_config(args, device):
+    # torchvision's version from its metadata: importing it takes seconds, and --help should not wait
     return {**vars(args), "device_used": str(device), "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__), "python": platform.python_version(),
+            "torchvision": importlib.metadata.version("torchvision"), "python": platform.python_version(),
             "command": " ".join(sys.argv)}
 
 
