@@ -130,17 +130,7 @@ def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, tmp_pat
     assert f"{int(expected.argmax())} ({expected.max().item():.1%})" in printed.stdout
 
 
-@pytest.fixture(scope="module")
-def decent_run(real_mnist_dir, tmp_path_factory):
-    """A model worth asking about digits: 2 epochs on 6,000 real images (about 95% accurate)."""
-    run_dir = tmp_path_factory.mktemp("decent") / "run"
-    result = run_script("train.py", "--epochs", 2, "--subset", 6000, "--batch-size", 128, "--data-dir",
-                        real_mnist_dir, "--run-dir", run_dir)
-    assert result.returncode == 0, result.stderr
-    return run_dir
-
-
-def test_predict_reads_digits_drawn_by_the_test(decent_run, real_mnist_dir, tmp_path):
+def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_path):
     # Real test digits, blown up to 10x and printed dark on light, as a scan would give them.
     images, labels = data.load_split(real_mnist_dir, train=False, fetch=False)
     paths = []
@@ -152,7 +142,7 @@ def test_predict_reads_digits_drawn_by_the_test(decent_run, real_mnist_dir, tmp_
     one = Image.new("L", (120, 160), 255)
     ImageDraw.Draw(one).line([(62, 20), (58, 140)], fill=0, width=10)
     one.save(tmp_path / "drawn-one.png")
-    result = run_script("predict.py", *paths, tmp_path / "drawn-one.png", "--run-dir", decent_run)
+    result = run_script("predict.py", *paths, tmp_path / "drawn-one.png", "--run-dir", reader_run)
     assert result.returncode == 0, result.stderr
     guesses = {line.split(": ")[0]: int(line.split(": ")[1][0]) for line in result.stdout.splitlines()}
     right = sum(guesses[str(p)] == int(labels[i]) for i, p in enumerate(paths))
