@@ -63,6 +63,26 @@ def pick_precision(name, device):
     return name, "asked for"
 
 
+def rng_state(device):
+    """The random state training draws from (dropout's masks): torch's CPU generator, and the GPU's own
+    when training runs on one, so that a resumed run draws the same masks as a straight one."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    elif device.type == "mps":
+        state["mps"] = torch.mps.get_rng_state()
+    return state
+
+
+def set_rng_state(state, device):
+    """Put back what rng_state saved; a GPU's part only applies on that kind of device."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    elif device.type == "mps" and "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
 def autocast(device, precision):
     """The context that runs the forward pass in `precision` on `device` (a no-op for fp32)."""
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")

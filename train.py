@@ -265,7 +265,7 @@ def train(args):
                 averaged.n_averaged += 1  # any count but 0: the next step updates the average, not copies
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
-            torch.set_rng_state(checkpoint["rng"]["torch"])
+            runtime.set_rng_state(checkpoint["rng"], device)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
             raise cli.RunError(f"last.pt's optimizer, schedule or weight average does not fit this run ({e})") from None
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
@@ -293,7 +293,7 @@ def train(args):
         checkpoint = {"format": checkpoints.FORMAT, "model": kept.state_dict(),
                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                       "epoch": epoch, "val_acc": val_acc, "best_val_acc": best_val_acc,
-                      "history": history, "config": config, "rng": {"torch": torch.get_rng_state()}}
+                      "history": history, "config": config, "rng": runtime.rng_state(device)}
         if averaged is not None:
             checkpoint["trained"] = model.state_dict()  # the weights the optimizer works on, to resume
         try:

@@ -123,7 +123,7 @@ def test_run_directory_holds_everything(trained_run):
     assert all(0 <= float(r["val_acc"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["seed"] == 0 and config["torch"] == str(torch.__version__)
-    assert config["device_used"] == "cpu" and "torchvision" in config
+    assert config["device_used"] == runtime.pick_device("auto").type and "torchvision" in config
     assert config["precision"] == "auto" and config["precision_used"] in ("fp32", "bf16")
     assert config["precision_reason"].startswith("auto: ")
     assert f"{config['precision_used']} ({config['precision_reason']})" in result.stdout
@@ -154,6 +154,21 @@ def test_existing_run_is_not_overwritten_without_asking(trained_run, real_mnist_
     result = run_script("train.py", "--data-dir", real_mnist_dir, "--run-dir", run_dir)
     assert "--resume" in one_line_error(result)
     assert (run_dir / "last.pt").stat().st_mtime_ns == before
+
+
+DEVICES = ["cpu"] + ["cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_saved_random_state_brings_back_the_same_draws(device):
+    device = torch.device(device)
+    state = runtime.rng_state(device)
+    assert set(state) == {"torch"} | ({device.type} - {"cpu"})  # a GPU's generator is its own
+    first = torch.rand(5, device=device), torch.rand(5)
+    torch.rand(3, device=device), torch.rand(3)
+    runtime.set_rng_state(state, device)
+    again = torch.rand(5, device=device), torch.rand(5)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
 
 def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_path):
