@@ -1,5 +1,5 @@
-"""Where and how the network runs: the device, the precision, the memory layout, the CPU allocator, and
-batched inference."""
+"""Where and how the network runs: the device and its random state, the precision, the memory layout,
+the CPU allocator, and batched inference."""
 
 import ctypes
 import platform
