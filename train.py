@@ -106,7 +106,7 @@ def augmentation(args):
     """The dataset's augmentation as the options set it; None with --no-augment."""
     if not args.augment:
         return None
-    chosen = {option: getattr(args, option) for option in AUGMENTATION_OPTIONS if getattr(args, option) is not None}
+    chosen = {option: value for option in AUGMENTATION_OPTIONS if (value := getattr(args, option)) is not None}
     return dataclasses.replace(data.DATASETS[args.dataset].augmentation, **chosen)
 
 
@@ -267,7 +267,8 @@ def train(args):
             scheduler.load_state_dict(checkpoint["scheduler"])
             runtime.set_rng_state(checkpoint["rng"], device)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise cli.RunError(f"last.pt's optimizer, schedule or weight average does not fit this run ({e})") from None
+            raise cli.RunError(f"{run_dir / 'last.pt'}: its training state (optimizer, schedule, weight average or "
+                               f"random state) does not fit this run ({e}); start afresh with --overwrite") from None
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
         start_epoch = checkpoint["epoch"] + 1
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")

@@ -208,6 +208,23 @@ def test_hostile_checkpoints_are_refused_in_one_line(script, kind, trained_run, 
     assert sorted(p.name for p in run_dir.iterdir()) == [checkpoint.name], "something was written"
 
 
+@pytest.mark.parametrize("part", ["optimizer", "rng"])
+def test_a_training_state_that_does_not_fit_is_refused_in_one_line(part, trained_run, real_mnist_dir, tmp_path):
+    good_run, _ = trained_run
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    checkpoint = torch.load(good_run / "last.pt", weights_only=True)
+    checkpoint[part] = {"optimizer": torch.optim.Adam(torch.nn.Linear(784, 10).parameters()).state_dict(),
+                        "rng": {"torch": torch.zeros(3, dtype=torch.uint8)}}[part]
+    torch.save(checkpoint, run_dir / "last.pt")
+    before = (run_dir / "last.pt").read_bytes()
+    result = run_script("train.py", "--resume", "--run-dir", run_dir, "--data-dir", real_mnist_dir, timeout=120)
+    line = one_line_error(result)
+    assert str(run_dir / "last.pt") in line and "does not fit" in line and "--overwrite" in line
+    assert sorted(p.name for p in run_dir.iterdir()) == ["last.pt"], "something was written"
+    assert (run_dir / "last.pt").read_bytes() == before
+
+
 # --- 5. bad options and paths ------------------------------------------------------------------
 
 
