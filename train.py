@@ -86,7 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--run-dir", default=cli.DEFAULT_RUN_DIR,
                    help=f"where this run is written (default: {cli.DEFAULT_RUN_DIR})")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --run-dir from its last.pt, with that run's own settings")
+                   help="continue the run in --run-dir from its last.pt, with that run's own settings (options "
+                        "that would change them are refused)")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --run-dir holds a run")
     args = p.parse_args(argv)
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
@@ -184,11 +185,21 @@ def prepare_run_dir(args):
     return run_dir
 
 
-def restore_args(args, checkpoint):
-    """On resume, the run's own settings come from its checkpoint; only runtime options are new."""
-    for key, value in {**cli.ADDED_LATER, **checkpoint["config"]}.items():
-        if hasattr(args, key) and key not in cli.RUNTIME_OPTIONS:
-            setattr(args, key, value)
+def restore_args(args, checkpoint, run_dir):
+    """On resume, the run's own settings come from its checkpoint; only runtime options are new. An option
+    given away from its default that would change a setting is refused, not ignored: the schedule, the
+    split and the random draws were laid out for the run's own."""
+    saved = {key: value for key, value in {**cli.ADDED_LATER, **checkpoint["config"]}.items()
+             if hasattr(args, key) and key not in cli.RUNTIME_OPTIONS}
+    defaults = vars(parse_args([]))
+    changed = [f"{key} {value} -> {getattr(args, key)}" for key, value in saved.items()
+               if getattr(args, key) not in (value, defaults[key])]
+    if changed:
+        raise cli.RunError(f"--resume continues {run_dir} with its own settings, and the options given would "
+                           f"change them (as config.json names them: {', '.join(changed)}); drop those "
+                           "options, or start a new run with another --run-dir")
+    for key, value in saved.items():
+        setattr(args, key, value)
 
 
 def load_data(args, device):
@@ -246,7 +257,7 @@ def train(args):
             raise cli.RunError(f"nothing to resume: {run_dir} has no last.pt (no epoch had completed); "
                            f"start it with: python train.py --run-dir {run_dir}")
         checkpoint = checkpoints.load(run_dir / "last.pt")
-        restore_args(args, checkpoint)
+        restore_args(args, checkpoint, run_dir)
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()
     precision, why = runtime.pick_precision(args.precision, device)
