@@ -33,7 +33,10 @@ def open_grey(source, max_pixels=None):
             image = ImageOps.exif_transpose(image)
         image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as e:
-        reason = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else str(e)
+        if isinstance(e, UnidentifiedImageError):
+            reason = "not an image Pillow can read"
+        else:  # an OSError from the file system names the path, which the caller prints already
+            reason = getattr(e, "strerror", None) or str(e)
         raise ImageError(f"cannot read image: {reason}") from None
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if has_alpha:
