@@ -2,6 +2,7 @@
 
 import argparse
 import math
+import tempfile
 from pathlib import Path
 
 import data
@@ -64,6 +65,29 @@ def fraction(text):
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def port(text):
+    """An argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {text}")
+    return value
+
+
+def writable_folder(folder, option):
+    """Create `folder` if need be and make a file in it, so that a path the outputs cannot go to is refused
+    before the work rather than after it; a RunError naming `option` if not."""
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise RunError(f"{option} {folder} is a file; pass a folder path")
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise RunError(f"cannot write to {option} {folder} ({e.strerror}); pass a folder you can write to") from None
 
 
 def add_device_option(parser, what="run"):

@@ -103,7 +103,7 @@ os.umask(_UMASK)
 
 
 class DataError(RuntimeError):
-    """A dataset could not be put on disk or read; the message says what to do."""
+    """A dataset or an output could not be put on disk or read; the message says what to do."""
 
 
 def log(message):
@@ -118,12 +118,15 @@ def log(message):
 def atomic_write(path, mode="wb"):
     """Open a temp file beside `path`; rename it over `path` only if the block finishes.
 
-    A crash or kill at any instant leaves either the old file or the new one, never half of one. A full
-    disk is a DataError saying so.
+    A crash or kill at any instant leaves either the old file or the new one, never half of one. A folder
+    that cannot be written, or a full disk, is a DataError saying so.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise DataError(f"cannot write {path} ({e.strerror}); choose a folder you can write to") from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f

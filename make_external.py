@@ -216,8 +216,9 @@ def build(out, per_font=6, per_stroke=30):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        cli.writable_folder(args.out, "--out")
         counts = build(args.out, args.per_font, args.per_stroke)
-    except data.DataError as e:
+    except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
     for split, count in counts.items():
         print(f"{Path(args.out) / split}: {count} pictures")

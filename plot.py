@@ -406,6 +406,10 @@ def main(argv=None):
     p.add_argument("--out", default="runs/comparison",
                    help="where curves.png and comparison.md go (default: runs/comparison)")
     args = p.parse_args(argv)
+    try:
+        cli.writable_folder(args.out, "--out")
+    except cli.RunError as e:
+        sys.exit(f"error: {e}")
     runs = []
     for folder in dict.fromkeys(args.runs):
         if Path(folder).resolve() == Path(args.out).resolve():

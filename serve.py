@@ -200,7 +200,7 @@ def parse_args(argv=None):
     cli.add_checkpoint_options(p, "serve")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 for the network)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 picks a free one)")
+    p.add_argument("--port", type=cli.port, default=8000, help="port to listen on (default: 8000; 0 picks a free one)")
     cli.add_device_option(p)
     cli.add_precision_option(p)
     return p.parse_args(argv)

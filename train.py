@@ -168,18 +168,10 @@ def run_config(args, device):
 def prepare_run_dir(args):
     """Create (or check) the run directory; refuse to silently overwrite an earlier run."""
     run_dir = Path(args.run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise cli.RunError(f"--run-dir {run_dir} is a file; pass a folder path")
     if (run_dir / "last.pt").exists() and not (args.resume or args.overwrite):
         raise cli.RunError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
                        "start it again, or --run-dir for a new one")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with data.atomic_write(run_dir / ".write-test"):
-            pass
-        (run_dir / ".write-test").unlink()
-    except OSError as e:
-        raise cli.RunError(f"cannot write to --run-dir {run_dir} ({e.strerror}); pass a writable folder") from None
+    cli.writable_folder(run_dir, "--run-dir")
     for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed; the real file is whole
         stale.unlink()
     return run_dir

@@ -175,7 +175,11 @@ def main():
     args = p.parse_args()
     runtime.flush_denormals()  # as train.py does, before torch starts its worker threads
     dataset = data.DATASETS[args.dataset]
-    data.ensure_dataset(args.data_dir, dataset)
+    try:
+        cli.writable_folder(Path(args.out).parent, "the folder of --out")
+        data.ensure_dataset(args.data_dir, dataset)
+    except (cli.RunError, data.DataError) as e:
+        sys.exit(f"error: {e}")
 
     precision, why = runtime.pick_precision("auto", "cpu")
     results = {"machine": f"{runtime.cpu_name()}, {torch.get_num_threads()} threads", "dataset": dataset.name,

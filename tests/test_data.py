@@ -87,6 +87,14 @@ def test_data_dir_that_is_a_file_is_refused(tmp_path):
         data.ensure_dataset(tmp_path / "file" / "data", sources=[])
 
 
+def test_a_write_whose_folder_cannot_be_made_is_one_clear_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "out" / "metrics.json"
+    with pytest.raises(data.DataError, match=f"cannot write {target} .Not a directory.; choose a folder"):
+        data.write_json(target, {"accuracy": 1.0})
+    assert (tmp_path / "file").read_text() == "x"
+
+
 def test_real_pypi_route_gives_the_original_files(real_mnist_dir):
     raw = data.raw_dir(real_mnist_dir)
     assert {name: data.file_hash(raw / name) for name in data.MNIST.checksums} == data.MNIST.checksums

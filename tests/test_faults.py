@@ -275,6 +275,28 @@ def test_run_dir_that_cannot_be_written_is_refused(real_mnist_dir, tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize("script, args", [
+    ("plot.py", ["runs/x"]), ("make_external.py", []), ("benchmarks/bench.py", ["--quick"]),
+])
+@pytest.mark.parametrize("where", ["read-only", "a file"])
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_work(script, args, where, tmp_path):
+    if where == "a file":
+        folder = tmp_path / "results.txt"
+        folder.write_text("not a folder")
+    else:
+        folder = read_only_dir(tmp_path)
+    out = folder / "results.json" if script == "benchmarks/bench.py" else folder
+    result = run_script(script, *args, "--out", out, timeout=60)
+    error = one_line_error(result)
+    assert str(folder) in error and ("is a file" if where == "a file" else "cannot write to") in error
+    assert "--out" in error and result.stdout == ""
+    assert folder.is_file() or not folder.exists()
+
+
+def test_serve_refuses_a_port_out_of_range(tmp_path):
+    assert "--port: must be a port from 0 to 65535" in one_line_error(run_script("serve.py", "--port", 70000))
+
+
 def file_size_limit(limit):
     """For subprocess's preexec_fn: no file may grow past `limit` bytes, as if the disk were full there."""
     def apply():
@@ -362,7 +384,7 @@ def write_bad_images(folder):
 
 def test_predict_survives_bad_images_and_classifies_the_rest(trained_run, tmp_path):
     run_dir, _ = trained_run
-    paths = write_bad_images(tmp_path / "images")
+    paths = write_bad_images(tmp_path / "images") + [tmp_path / "missing.png", tmp_path / "images"]
     good = tmp_path / "good.png"
     image = Image.new("L", (100, 100), 255)
     ImageDraw.Draw(image).line([(50, 15), (50, 85)], fill=0, width=8)
@@ -375,6 +397,9 @@ def test_predict_survives_bad_images_and_classifies_the_rest(trained_run, tmp_pa
         assert sum(line.startswith(f"{path}: ") for line in out + err) == 1, path
     for name in ["empty.png", "text.png", "one-pixel.png", "blank.png"]:
         assert any(line.startswith(f"{tmp_path / 'images' / name}: error: ") for line in err), name
+    # the file system's reason, without its repeating the path the line starts with
+    assert f"{tmp_path / 'missing.png'}: error: cannot read image: No such file or directory" in err
+    assert f"{tmp_path / 'images'}: error: cannot read image: Is a directory" in err
     for path in [good, *(tmp_path / "images" / n for n in ["huge.png", "sixteen-bit.png", "cmyk.jpg"])]:
         line = next(line for line in out if line.startswith(f"{path}: "))
         assert len(line.split("%)")) == 4, line  # three guesses, each 'digit (p%)'
