@@ -78,16 +78,16 @@ def port(text):
     return value
 
 
-def writable_folder(folder, option):
+def writable_folder(folder, option, fix="pass a folder you can write to"):
     """Create `folder` if need be and make a file in it, so that a path the outputs cannot go to is refused
-    before the work rather than after it; a RunError naming `option` if not."""
+    before the work rather than after it; a RunError naming `option` and the `fix` if not."""
     if Path(folder).exists() and not Path(folder).is_dir():
         raise RunError(f"{option} {folder} is a file; pass a folder path")
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
-        raise RunError(f"cannot write to {option} {folder} ({e.strerror}); pass a folder you can write to") from None
+        raise RunError(f"cannot write to {option} {folder} ({e.strerror}); {fix}") from None
 
 
 def add_device_option(parser, what="run"):

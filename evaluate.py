@@ -310,6 +310,8 @@ def evaluate_folder(args, trained):
 
 def evaluate(args):
     trained = checkpoints.open_trained(cli.checkpoint_path(args), args.device, args.precision, args.dataset)
+    cli.writable_folder(trained.path.parent, "the checkpoint's folder",
+                        "evaluate.py writes its results beside the checkpoint: copy it to a folder you can write to")
     if args.images:
         return evaluate_folder(args, trained)
     path, checkpoint, model, dataset = trained.path, trained.checkpoint, trained.model, trained.dataset

@@ -293,6 +293,18 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_the_work(script,
     assert folder.is_file() or not folder.exists()
 
 
+@pytest.mark.parametrize("images", [False, True])
+def test_evaluate_refuses_a_checkpoint_whose_folder_it_cannot_write_to(images, trained_run, tmp_path):
+    run_dir, _ = trained_run
+    with open(run_dir / "best.pt", "rb") as checkpoint:
+        # The checkpoint, read through its open file: /proc/PID/fd takes no new file, even from root.
+        path = Path(f"/proc/{os.getpid()}/fd/{checkpoint.fileno()}")
+        result = run_script("evaluate.py", "--checkpoint", path, *(["--images", tmp_path] if images else []))
+    error = one_line_error(result)
+    assert f"cannot write to the checkpoint's folder {path.parent}" in error and "copy it to a folder" in error
+    assert result.stdout == ""
+
+
 def test_serve_refuses_a_port_out_of_range(tmp_path):
     assert "--port: must be a port from 0 to 65535" in one_line_error(run_script("serve.py", "--port", 70000))
 
