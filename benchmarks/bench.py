@@ -214,7 +214,7 @@ def main():
     rows += [
         ("training step", f"{3 * flops / 1e6:.1f} MFLOP per image", f"{precision}: {why}"),
         ("our training", f"{ours:.0f} img/s = {EPOCH_IMAGES / ours:.1f} s/epoch",
-         f"{fraction:.0%} of the {precision} floor's rate (target >= 70%)"),
+         f"{fraction:.0%} of the {precision} floor's rate (target on AVX2-only CPUs: >= 70%)"),
         ("  augmentation", f"{augment_shares['default']:.1%} of a step", "target < 15%"),
         ("  ... every effect on", f"{augment_shares['every effect']:.1%} of a step", " ".join(EVERY_EFFECT)),
         ("tutorial baseline", f"{tutorial:.0f} img/s", f"ours is {ours / tutorial:.1f}x faster (target >= 3x)"),
