@@ -93,8 +93,8 @@ class BatchedReader:
         return results
 
 
-def error_response(status, message):
-    return JSONResponse({"error": message}, status_code=status)
+def error_response(status, message, headers=None):
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def read_body(request):
@@ -160,7 +160,7 @@ def create_app(path, device="cpu", precision="fp32", on_ready=None):
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc):
-        return error_response(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, str(exc.detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc):
@@ -190,6 +190,12 @@ def create_app(path, device="cpu", precision="fp32", on_ready=None):
         return JSONResponse({"class": best, "name": dataset.classes[best],
                              "probabilities": [round(p, 6) for p in probabilities.tolist()],
                              "input": as_pixels(x, dataset), "ms": round((time.perf_counter() - started) * 1000, 2)})
+
+    @app.get("/api/predict", include_in_schema=False)
+    async def predict_by_get():
+        # Else the page's folder, mounted at /, would answer a browser's GET with a bare 404.
+        raise HTTPException(405, "send the image with POST, its bytes as the body, e.g. curl --data-binary "
+                                 "@digit.png -H 'Content-Type: image/png' URL", headers={"Allow": "POST"})
 
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

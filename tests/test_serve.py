@@ -123,8 +123,9 @@ def test_an_upload_over_the_limit_is_refused(client):
 
 def test_unknown_routes_and_methods_get_json_errors(client):
     assert client.get("/api/nothing").json() == {"error": "Not Found"}
-    response = client.get("/api/predict")
-    assert 400 <= response.status_code < 500 and "error" in response.json()
+    response = client.get("/api/predict")  # as a browser's address bar sends it
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert "with POST" in response.json()["error"]
 
 
 def test_the_page_and_the_api_docs_are_served(client):
