@@ -406,10 +406,6 @@ def main(argv=None):
     p.add_argument("--out", default="runs/comparison",
                    help="where curves.png and comparison.md go (default: runs/comparison)")
     args = p.parse_args(argv)
-    try:
-        cli.writable_folder(args.out, "--out")
-    except cli.RunError as e:
-        sys.exit(f"error: {e}")
     runs = []
     for folder in dict.fromkeys(args.runs):
         if Path(folder).resolve() == Path(args.out).resolve():
@@ -423,10 +419,11 @@ def main(argv=None):
     text = comparison_markdown(runs)
     out = Path(args.out)
     try:
+        cli.writable_folder(out, "--out")
         with data.atomic_write(out / "comparison.md", "w") as f:
             f.write(text)
         plot_comparison(runs, out / "curves.png")
-    except data.DataError as e:
+    except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
     print(text)
     print(f"wrote comparison.md and curves.png to {out}")

@@ -275,11 +275,10 @@ def test_run_dir_that_cannot_be_written_is_refused(real_mnist_dir, tmp_path):
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("script, args", [
-    ("plot.py", ["runs/x"]), ("make_external.py", []), ("benchmarks/bench.py", ["--quick"]),
-])
+@pytest.mark.parametrize("script", ["plot.py", "make_external.py", "benchmarks/bench.py"])
 @pytest.mark.parametrize("where", ["read-only", "a file"])
-def test_an_out_folder_that_cannot_be_written_is_refused_before_the_work(script, args, where, tmp_path):
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_work(script, where, trained_run, tmp_path):
+    args = {"plot.py": [trained_run[0]], "benchmarks/bench.py": ["--quick"]}.get(script, [])
     if where == "a file":
         folder = tmp_path / "results.txt"
         folder.write_text("not a folder")
@@ -305,7 +304,7 @@ def test_evaluate_refuses_a_checkpoint_whose_folder_it_cannot_write_to(images, t
     assert result.stdout == ""
 
 
-def test_serve_refuses_a_port_out_of_range(tmp_path):
+def test_serve_refuses_a_port_out_of_range():
     assert "--port: must be a port from 0 to 65535" in one_line_error(run_script("serve.py", "--port", 70000))
 
 
