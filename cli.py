@@ -30,30 +30,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _parse(kind, text):
+    """`text` as an int or a float, or the ArgumentTypeError argparse turns into one line."""
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def positive(kind):
     """An argparse type: an int or float greater than 0 (and finite)."""
     def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            expected = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        value = _parse(kind, text)
         if not value > 0 or (kind is float and not math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
         return value
     return parse
 
 
-def _number(text):
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def non_negative(text):
     """An argparse type: a finite number of 0 or more."""
-    value = _number(text)
+    value = _parse(float, text)
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
@@ -61,7 +59,7 @@ def non_negative(text):
 
 def fraction(text):
     """An argparse type: a number in [0, 1)."""
-    value = _number(text)
+    value = _parse(float, text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
@@ -69,10 +67,7 @@ def fraction(text):
 
 def port(text):
     """An argparse type: a TCP port, 0 (any free one) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    value = _parse(int, text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {text}")
     return value
