@@ -124,13 +124,18 @@ def grad_cam(model, images, targets):
 
 
 def feature_map(features, count=2000, seed=0, always=()):
-    """(indices, 2-D t-SNE coordinates) of a seeded sample of `count` rows of `features`, `always` included."""
+    """(indices, 2-D t-SNE coordinates) of a seeded sample of `count` rows of `features`: every row of
+    `always` among them, or `count` of those when they alone are more (a barely trained model's
+    mistakes), so that the map takes seconds whatever the model."""
     from sklearn.manifold import TSNE
 
+    rng = np.random.default_rng(seed)
+    count, always = min(count, len(features)), np.asarray(always, dtype=int)
+    if len(always) > count:
+        always = rng.choice(always, size=count, replace=False)
     rest = np.setdiff1d(np.arange(len(features)), always)
-    chosen = np.random.default_rng(seed).choice(rest, size=max(0, min(count, len(features)) - len(always)),
-                                                replace=False)
-    indices = np.sort(np.concatenate([np.asarray(always, dtype=int), chosen]))
+    chosen = rng.choice(rest, size=count - len(always), replace=False)
+    indices = np.sort(np.concatenate([always, chosen]))
     # 500 iterations (half the default) draw the same clusters in half the time.
     tsne = TSNE(n_components=2, init="pca", perplexity=30, max_iter=500, random_state=seed)
     points = tsne.fit_transform(features[indices])
@@ -197,8 +202,8 @@ def write_report(path, metrics, plots):
             f"{headline}\n\n## Per class\n\n{table}\n\n## Calibration\n\n{calibration_table}\n\n"
             f"## Plots\n\nGrad-CAM (Selvaraju et al. 2017) is taken on the last convolution's 14x14 output: it "
             f"shows which parts of the image pushed the network toward a class, and is less noisy than raw input "
-            f"gradients at this size. The feature map is a seeded t-SNE of 2,000 test images (every mistake "
-            f"among them).\n\n{figures}\n")
+            f"gradients at this size. The feature map is a seeded t-SNE of 2,000 test images, every mistake "
+            f"among them (or 2,000 mistakes, if there are more).\n\n{figures}\n")
     with data.atomic_write(path, "w") as f:
         f.write(text)
 

@@ -205,3 +205,14 @@ def png_of(image):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_feature_map_keeps_its_size_when_mistakes_outnumber_it():
+    features = np.random.default_rng(0).normal(size=(120, 8)).astype(np.float32)
+    few, many = np.arange(0, 120, 4), np.arange(90)  # 30 mistakes, then 90 (a barely trained model's share)
+    indices, points = evaluate.feature_map(features, count=50, always=few)
+    assert len(indices) == len(set(indices)) == 50 and points.shape == (50, 2)
+    assert set(few) <= set(indices)
+    indices, points = evaluate.feature_map(features, count=50, always=many)
+    assert len(indices) == len(set(indices)) == 50 and points.shape == (50, 2)
+    assert set(indices) <= set(many)
