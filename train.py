@@ -10,10 +10,12 @@ accuracy) and the accuracy and loss plots. Checkpoints are chosen on a validatio
 the training set; the test set is left to evaluate.py.
 """
 
+import contextlib
 import csv
 import dataclasses
 import importlib.metadata
 import math
+import os
 import platform
 import signal
 import sys
@@ -23,6 +25,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+try:
+    import fcntl
+except ImportError:  # Windows, where run folders go unlocked
+    fcntl = None
 
 import checkpoints
 import cli
@@ -165,13 +172,37 @@ def run_config(args, device):
             "command": " ".join(sys.argv)}
 
 
+@contextlib.contextmanager
+def locked_run_dir(run_dir):
+    """Create `run_dir` and keep it to this process while the block runs: a second train.py into it (from
+    another terminal, say) is refused, since the two would overwrite each other's checkpoints and history
+    and delete each other's files in the middle of being written. The lock goes with the process, however
+    it ends."""
+    cli.writable_folder(run_dir, "--run-dir")
+    if fcntl is None:
+        yield
+        return
+    folder = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise cli.RunError(f"{run_dir} is in use by another train.py; wait for it to end (or stop it), or "
+                               "pass --run-dir for a new run") from None
+        except OSError:  # a file system without locks (some network ones): the run goes unlocked
+            pass
+        yield
+    finally:
+        os.close(folder)
+
+
 def prepare_run_dir(args):
-    """Create (or check) the run directory; refuse to silently overwrite an earlier run."""
+    """Check the run directory (created and locked by locked_run_dir); refuse to silently overwrite
+    an earlier run."""
     run_dir = Path(args.run_dir)
     if (run_dir / "last.pt").exists() and not (args.resume or args.overwrite):
         raise cli.RunError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
                        "start it again, or --run-dir for a new one")
-    cli.writable_folder(run_dir, "--run-dir")
     for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed; the real file is whole
         stale.unlink()
     return run_dir
@@ -318,7 +349,8 @@ def main(argv=None):
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop_on_signal)
     try:
-        run_dir, history = train(args)
+        with locked_run_dir(args.run_dir):
+            run_dir, history = train(args)
     except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
     except FloatingPointError as e:

@@ -5,6 +5,7 @@ full disk, numerical blow-ups and bad images. conftest.py counts these tests and
 `faults: N tried, M survived` at the end of the run.
 """
 
+import json
 import os
 import resource
 import shutil
@@ -273,6 +274,28 @@ def test_run_dir_that_cannot_be_written_is_refused(real_mnist_dir, tmp_path):
     result = run_script("train.py", *TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir, timeout=60)
     assert "cannot write to --run-dir" in one_line_error(result)
     assert not run_dir.exists()
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    first = start_training(["--epochs", 500, *TINY_RUN, "--data-dir", real_mnist_dir], run_dir)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "config.json").exists():  # written once the first run holds the folder
+            assert first.poll() is None and time.monotonic() < deadline, "the first run did not start"
+            time.sleep(0.05)
+        for how in ([], ["--overwrite"], ["--resume"]):
+            second = run_script("train.py", *TINY_RUN, "--seed", 1, "--data-dir", real_mnist_dir, "--run-dir",
+                                run_dir, *how, timeout=60)
+            assert "is in use by another train.py" in one_line_error(second)
+        assert first.poll() is None, "the first run ended before the second was tried"
+    finally:
+        first.kill()
+        first.wait()
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == 0, "the second run wrote into the first's"
+    again = run_script("train.py", "--epochs", 1, *TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir,
+                       "--overwrite", timeout=120)
+    assert again.returncode == 0, again.stderr  # the killed run's lock went with it
 
 
 @pytest.mark.parametrize("script", ["plot.py", "make_external.py", "benchmarks/bench.py"])
