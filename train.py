@@ -236,6 +236,10 @@ class Stopped(Exception):
     """SIGINT or SIGTERM arrived; carries the signal's number."""
 
 
+class Finished(Exception):
+    """--resume of a run that has nothing left to train; carries what to tell the user."""
+
+
 def stop_on_signal(signum, frame):
     raise Stopped(signum)
 
@@ -270,6 +274,17 @@ def best_epoch(history):
     return max(reversed(history), key=lambda row: row["val_acc"])
 
 
+def what_next(run_dir, history):
+    best = best_epoch(history)
+    return (f"Best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); checkpoints and plots in "
+            f"{run_dir}. Next: python evaluate.py --run-dir {run_dir}")
+
+
+def reached_target(history, target_acc):
+    """Whether the last epoch's validation accuracy reached --target-acc, if one was set."""
+    return bool(history) and target_acc is not None and history[-1]["val_acc"] >= target_acc
+
+
 def train(args):
     runtime.flush_denormals()  # first, while torch has no worker threads yet: they copy it when they start
     device = runtime.pick_device(args.device)
@@ -281,6 +296,9 @@ def train(args):
                            f"start it with: python train.py --run-dir {run_dir}")
         checkpoint = checkpoints.load(run_dir / "last.pt")
         restore_args(args, checkpoint, run_dir)
+        if checkpoint["epoch"] >= args.epochs or reached_target(checkpoint["history"], args.target_acc):
+            raise Finished(f"nothing to resume: {run_dir} finished after epoch {checkpoint['epoch']} of "
+                           f"{args.epochs}. {what_next(run_dir, checkpoint['history'])}")
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()
     precision, why = runtime.pick_precision(args.precision, device)
@@ -311,7 +329,7 @@ def train(args):
           f"{args.epochs} epochs of batch {args.batch_size}")
 
     for epoch in range(start_epoch, args.epochs + 1):
-        if history and args.target_acc is not None and history[-1]["val_acc"] >= args.target_acc:
+        if reached_target(history, args.target_acc):
             break
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
@@ -356,6 +374,9 @@ def main(argv=None):
     except FloatingPointError as e:
         sys.exit(f"error: {e}; stopped without saving it. best.pt and last.pt hold the last good "
                  f"epoch. Try a lower --lr (now {args.lr}).")
+    except Finished as e:
+        print(e)
+        return
     except Stopped as e:
         signum = e.args[0]
         print(f"\nstopped by {signal.Signals(signum).name}: {how_to_resume(Path(args.run_dir))}", file=sys.stderr)
@@ -367,10 +388,7 @@ def main(argv=None):
         plot.plot_history(history, run_dir)
     except data.DataError as e:
         sys.exit(f"error: {e} (the training itself finished: its checkpoints are in {run_dir})")
-    if history:
-        best = best_epoch(history)
-        print(f"best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); "
-              f"checkpoints and plots in {run_dir}. Next: python evaluate.py --run-dir {run_dir}")
+    print(what_next(run_dir, history))
 
 
 if __name__ == "__main__":

@@ -166,6 +166,18 @@ def test_resume_refuses_options_that_would_change_the_run(trained_run, real_mnis
     assert {name: (run_dir / name).stat().st_mtime_ns for name in before} == before
 
 
+def test_resuming_a_finished_run_changes_nothing(trained_run, real_mnist_dir):
+    run_dir, _ = trained_run
+    kept = ("last.pt", "best.pt", "config.json", "history.csv")
+    before = {name: (run_dir / name).stat().st_mtime_ns for name in kept}
+    result = run_script("train.py", "--resume", "--data-dir", real_mnist_dir, "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert f"nothing to resume: {run_dir} finished after epoch 2 of 2" in result.stdout
+    assert "training on" not in result.stdout and "epoch  " not in result.stdout
+    assert "Best validation accuracy" in result.stdout and "Next: python evaluate.py" in result.stdout
+    assert {name: (run_dir / name).stat().st_mtime_ns for name in kept} == before
+
+
 DEVICES = ["cpu"] + ["cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
 
 
