@@ -296,9 +296,6 @@ def train(args):
                            f"start it with: python train.py --run-dir {run_dir}")
         checkpoint = checkpoints.load(run_dir / "last.pt")
         restore_args(args, checkpoint, run_dir)
-        if checkpoint["epoch"] >= args.epochs or reached_target(checkpoint["history"], args.target_acc):
-            raise Finished(f"nothing to resume: {run_dir} finished after epoch {checkpoint['epoch']} of "
-                           f"{args.epochs}. {what_next(run_dir, checkpoint['history'])}")
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()
     precision, why = runtime.pick_precision(args.precision, device)
@@ -323,6 +320,9 @@ def train(args):
                                f"random state) does not fit this run ({e}); start afresh with --overwrite") from None
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
         start_epoch = checkpoint["epoch"] + 1
+        if start_epoch > args.epochs or reached_target(history, args.target_acc):  # it fits, and nothing is left
+            raise Finished(f"nothing to resume: {run_dir} finished after epoch {checkpoint['epoch']} of "
+                           f"{args.epochs}. {what_next(run_dir, history)}")
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
     data.write_json(run_dir / "config.json", config)
     print(f"training on {len(train_x)} images, validating on {len(val_x)}, device {device}, {precision} ({why}), "
