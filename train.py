@@ -172,6 +172,27 @@ def run_config(args, device):
             "command": " ".join(sys.argv)}
 
 
+def lock_folder(path):
+    """An open descriptor of the folder `path` holding an exclusive lock on it, or None where it cannot be
+    locked (Windows, some network file systems, a folder that can be written but not read); RunError if
+    another process holds the lock."""
+    if fcntl is None:
+        return None
+    try:
+        folder = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(folder)
+        if isinstance(e, BlockingIOError):
+            raise cli.RunError(f"{path} is in use by another train.py; wait for it to end (or stop it), or pass "
+                               "--run-dir for a new run") from None
+        return None
+    return folder
+
+
 @contextlib.contextmanager
 def locked_run_dir(run_dir):
     """Create `run_dir` and keep it to this process while the block runs: a second train.py into it (from
@@ -179,21 +200,12 @@ def locked_run_dir(run_dir):
     and delete each other's files in the middle of being written. The lock goes with the process, however
     it ends."""
     cli.writable_folder(run_dir, "--run-dir")
-    if fcntl is None:
-        yield
-        return
-    folder = os.open(run_dir, os.O_RDONLY)
+    folder = lock_folder(run_dir)
     try:
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise cli.RunError(f"{run_dir} is in use by another train.py; wait for it to end (or stop it), or "
-                               "pass --run-dir for a new run") from None
-        except OSError:  # a file system without locks (some network ones): the run goes unlocked
-            pass
         yield
     finally:
-        os.close(folder)
+        if folder is not None:
+            os.close(folder)
 
 
 def prepare_run_dir(args):
@@ -285,9 +297,8 @@ def reached_target(history, target_acc):
     return bool(history) and target_acc is not None and history[-1]["val_acc"] >= target_acc
 
 
-def train(args):
+def train(args, device):
     runtime.flush_denormals()  # first, while torch has no worker threads yet: they copy it when they start
-    device = runtime.pick_device(args.device)
     run_dir = prepare_run_dir(args)
     checkpoint = None
     if args.resume:
@@ -367,8 +378,9 @@ def main(argv=None):
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop_on_signal)
     try:
+        device = runtime.pick_device(args.device)  # before the run directory is made, so a refusal leaves none
         with locked_run_dir(args.run_dir):
-            run_dir, history = train(args)
+            run_dir, history = train(args, device)
     except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
     except FloatingPointError as e:
