@@ -17,6 +17,7 @@ import importlib.metadata
 import math
 import os
 import platform
+import shutil
 import signal
 import sys
 import time
@@ -37,6 +38,12 @@ import data
 import runtime
 from model import CNN
 
+# What a run directory holds once trained and evaluated: train.py's files, and those evaluate.py writes
+# beside the checkpoint. --overwrite removes them.
+EARLIER_RUN_FILES = ("config.json", "history.csv", "last.pt", "best.pt", "accuracy.png", "loss.png",
+                     "metrics.json", "predictions.csv", "temperature.json", "report.md", "confusion_matrix.png",
+                     "per_class.png", "misclassified.png", "reliability.png", "filters.png", "grad_cam.png",
+                     "feature_map.png")
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 AUGMENTATION_OPTIONS = ("degrees", "scale", "shift", "elastic", "shear", "thickness", "blur", "noise")
 
@@ -92,10 +99,13 @@ def parse_args(argv=None):
     cli.add_data_dir_option(p)
     p.add_argument("--run-dir", default=cli.DEFAULT_RUN_DIR,
                    help=f"where this run is written (default: {cli.DEFAULT_RUN_DIR})")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --run-dir from its last.pt, with that run's own settings (options "
-                        "that would change them are refused)")
-    p.add_argument("--overwrite", action="store_true", help="start afresh even if --run-dir holds a run")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir from its last.pt, with that run's own settings (options "
+                            "that would change them are refused)")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start afresh even if --run-dir holds a run, removing that run's checkpoints, history "
+                            "and evaluation results first")
     args = p.parse_args(argv)
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
         p.error(f"--target-acc must be a fraction in (0, 1], got {args.target_acc}")
@@ -208,13 +218,24 @@ def locked_run_dir(run_dir):
             os.close(folder)
 
 
+def remove_earlier_run(run_dir):
+    """Remove what an earlier run left in `run_dir`, so that none of it can be taken for the new run's: a
+    temperature fitted for other weights, another model's test accuracy in plot.py's comparison."""
+    for name in EARLIER_RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for folder in run_dir.glob("external-*/"):  # evaluate.py --images' results
+        shutil.rmtree(folder)
+
+
 def prepare_run_dir(args):
     """Check the run directory (created and locked by locked_run_dir); refuse to silently overwrite
-    an earlier run."""
+    an earlier run, and clear it out when asked to (--overwrite)."""
     run_dir = Path(args.run_dir)
     if (run_dir / "last.pt").exists() and not (args.resume or args.overwrite):
         raise cli.RunError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
                        "start it again, or --run-dir for a new one")
+    if args.overwrite:
+        remove_earlier_run(run_dir)
     for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed; the real file is whole
         stale.unlink()
     return run_dir

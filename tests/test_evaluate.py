@@ -3,12 +3,13 @@
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_script
+from conftest import TINY_RUN, run_script
 from PIL import Image, ImageDraw
 
 import data
@@ -128,6 +129,26 @@ def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, tmp_pat
         logits = model(images.image_to_mnist(tmp_path / "seven.png")[None])[0]
     expected = (logits / kept["temperature"]).softmax(0)
     assert f"{int(expected.argmax())} ({expected.max().item():.1%})" in printed.stdout
+
+
+def test_overwrite_leaves_nothing_of_the_earlier_run(evaluated_run, real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(evaluated_run[0], run_dir)
+    for digit in (3, 7):
+        (tmp_path / "mine" / str(digit)).mkdir(parents=True)
+        (tmp_path / "mine" / str(digit) / "a.png").write_bytes(png_of(strokes.render(digit)))
+    assert run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "mine").returncode == 0
+    (run_dir / "notes.txt").write_text("mine")
+    before = {path.name for path in run_dir.iterdir()}
+    assert {"metrics.json", "temperature.json", "report.md", "external-mine"} <= before
+    result = run_script("train.py", "--overwrite", "--epochs", 1, *TINY_RUN, "--seed", 1, "--data-dir",
+                        real_mnist_dir, "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    # Exactly what the new run wrote, and the file that was not the earlier run's: whatever evaluate.py
+    # writes must be in train.EARLIER_RUN_FILES, or it would be taken for the new run's.
+    assert {path.name for path in run_dir.iterdir()} == {"config.json", "history.csv", "last.pt", "best.pt",
+                                                         "accuracy.png", "loss.png", "notes.txt"}
+    assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
 
 
 def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_path):
