@@ -60,6 +60,11 @@ def load_weights(model, checkpoint):
     return model
 
 
+def best_epoch(history):
+    """The history row of the epoch best.pt holds: the best validation accuracy, the later of equals."""
+    return max(reversed(history), key=lambda row: row["val_acc"])
+
+
 def dataset_of(checkpoint, asked=None):
     """The data.Dataset the checkpoint was trained on; RunError if `asked` (a --dataset) names another."""
     name = checkpoint["config"].get("dataset", data.MNIST.name)  # before --dataset, every run was MNIST

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from matplotlib.colors import PowerNorm  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+import checkpoints  # noqa: E402
 import cli  # noqa: E402
 import data  # noqa: E402
 
@@ -255,6 +256,18 @@ class Run:
     external: dict  # set name -> accuracy, from evaluate.py --images
 
 
+def evaluated_accuracy(path, best_epoch):
+    """The accuracy in an evaluate.py metrics.json if it is that of the run's best.pt as it is now; None if
+    there is none, or it is of last.pt, or of an earlier best.pt (evaluated while the run went on)."""
+    try:
+        metrics = json.loads(Path(path).read_text())
+        if Path(metrics["checkpoint"]).name == "best.pt" and int(metrics["epoch"]) == best_epoch:
+            return float(metrics["accuracy"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def read_run(folder):
     """A run folder of train.py (and evaluate.py, if it ran); RunError saying what is wrong with it."""
     folder = Path(folder)
@@ -278,16 +291,13 @@ def read_run(folder):
         raise cli.RunError(f"{folder}: history.csv is damaged") from None
     if not history:
         raise cli.RunError(f"{folder}: no completed epoch (stopped before its first one ended?)")
-    try:
-        test_acc = float(json.loads((folder / "metrics.json").read_text())["accuracy"])
-    except (OSError, ValueError, KeyError, TypeError):
-        test_acc = None
+    best = int(checkpoints.best_epoch(history)["epoch"])
+    test_acc = evaluated_accuracy(folder / "metrics.json", best)
     external = {}
     for metrics in sorted(folder.glob("external-*/metrics.json")):
-        try:
-            external[metrics.parent.name.removeprefix("external-")] = float(json.loads(metrics.read_text())["accuracy"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+        accuracy = evaluated_accuracy(metrics, best)
+        if accuracy is not None:
+            external[metrics.parent.name.removeprefix("external-")] = accuracy
     recipe = {**cli.ADDED_LATER, **{key: value for key, value in config.items() if key not in NOT_THE_RECIPE}}
     # Before --precision, the forward pass ran in bf16 on CUDA and in fp32 everywhere else.
     recipe.setdefault("precision_used", "bf16" if str(config.get("device_used", "")).startswith("cuda") else "fp32")

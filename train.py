@@ -302,13 +302,8 @@ def how_to_resume(run_dir):
     return f"the last completed epoch is in {last}. Resume with: python train.py --run-dir {run_dir} --resume"
 
 
-def best_epoch(history):
-    """The history row of the epoch best.pt holds: the best validation accuracy, the later of equals."""
-    return max(reversed(history), key=lambda row: row["val_acc"])
-
-
 def what_next(run_dir, history):
-    best = best_epoch(history)
+    best = checkpoints.best_epoch(history)
     return (f"Best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); checkpoints and plots in "
             f"{run_dir}. Next: python evaluate.py --run-dir {run_dir}")
 

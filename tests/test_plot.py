@@ -27,8 +27,19 @@ def write_run(folder, seed, val_accs, test_acc=None, **changes):
             writer.writerow({"epoch": epoch, "train_loss": 0.1, "train_acc": acc, "val_loss": 1 - acc,
                              "val_acc": acc, "lr": 0.001, "seconds": 10.0 * epoch})
     if test_acc is not None:
-        (folder / "metrics.json").write_text(json.dumps({"accuracy": test_acc}))
+        evaluated(folder, test_acc)
     return folder
+
+
+def evaluated(folder, accuracy, where="metrics.json", checkpoint="best.pt", epoch=None):
+    """A metrics.json as evaluate.py writes it into run `folder` (or `where` in it, external-NAME/metrics.json
+    for --images), of the run's best.pt as it is now unless `checkpoint` or `epoch` say otherwise."""
+    with open(folder / "history.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    best = max(reversed(history), key=lambda row: float(row["val_acc"]))["epoch"]  # the later of equals
+    (folder / where).parent.mkdir(exist_ok=True)
+    (folder / where).write_text(json.dumps({"accuracy": accuracy, "checkpoint": str(folder / checkpoint),
+                                            "epoch": int(best if epoch is None else epoch)}))
 
 
 @pytest.fixture
@@ -81,13 +92,23 @@ def test_nothing_to_compare_is_one_line(tmp_path):
 
 def test_external_accuracies_get_a_column_and_their_own_mean(runs):
     for folder, accuracy in zip(runs[:3], (0.97, 0.98, 0.96)):
-        (folder / "external-heldout").mkdir()
-        (folder / "external-heldout" / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
+        evaluated(folder, accuracy, "external-heldout/metrics.json")
     text = plot.comparison_markdown([plot.read_run(folder) for folder in runs])
     header = next(line for line in text.splitlines() if line.startswith("| run"))
     assert header.endswith("| test acc | heldout acc |")
     assert "| a1 | lr=0.003, seed=1 | 3 | 99.30% | 60 s | 99.60% | 98.00% |" in text
     assert text.splitlines()[-1].endswith("| 99.40% ± 0.26 | 97.00% ± 1.00 |")  # by hand: mean 0.97, std 0.01
+
+
+def test_results_of_another_checkpoint_are_not_shown_as_best_pts(runs):
+    a0, a1 = runs[:2]
+    evaluated(a0, 0.9, epoch=1)  # best.pt evaluated at epoch 1, while the run went on to a better epoch 2
+    evaluated(a1, 0.9, checkpoint="last.pt")
+    evaluated(a1, 0.8, "external-heldout/metrics.json", epoch=2)
+    evaluated(a1, 0.97, "external-tune/metrics.json")
+    read = [plot.read_run(folder) for folder in (a0, a1)]
+    assert [run.test_acc for run in read] == [None, None]
+    assert read[1].external == {"tune": 0.97}
 
 
 def test_a_run_from_before_an_option_existed_counts_as_its_old_behaviour(runs):

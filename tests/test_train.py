@@ -245,7 +245,7 @@ def test_weight_decay_shrinks_the_weights_and_zero_is_plain_adam():
 def test_best_epoch_is_the_later_of_a_tie_as_best_pt_keeps_it():
     history = [{"epoch": 1, "val_acc": 0.98}, {"epoch": 2, "val_acc": 0.99}, {"epoch": 3, "val_acc": 0.99},
                {"epoch": 4, "val_acc": 0.985}]
-    assert train.best_epoch(history)["epoch"] == 3
+    assert checkpoints.best_epoch(history)["epoch"] == 3
 
 
 @pytest.mark.parametrize("amx, expected", [(True, "bf16"), (False, "fp32")])
