@@ -76,8 +76,16 @@ def dataset_of(checkpoint, asked=None):
     return data.DATASETS[name]
 
 
+def results_dir(path):
+    """Where evaluate.py writes its results for the checkpoint at `path`: beside a run's best.pt, those of
+    the run itself; for any other checkpoint a folder of its own beside it (evaluation-last/ for last.pt),
+    so that evaluating one checkpoint never replaces another's results or temperature."""
+    path = Path(path)
+    return path.parent if path.name == "best.pt" else path.parent / f"evaluation-{path.stem}"
+
+
 def temperature_path(path):
-    return Path(path).with_name("temperature.json")
+    return results_dir(path) / "temperature.json"
 
 
 def save_temperature(path, checkpoint, temperature, fitted_on):

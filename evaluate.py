@@ -8,12 +8,14 @@ Prints accuracy, macro and weighted precision, recall and F1, a per-class table,
 and the calibration (ECE, NLL, Brier) before and after a softmax temperature fitted on the validation
 split. Writes beside the checkpoint: metrics.json, predictions.csv, temperature.json (which predict.py
 and serve.py apply), report.md and the plots, among them what the network learned: its first-layer
-filters, Grad-CAM on its most confident mistakes and a t-SNE map of its penultimate features.
+filters, Grad-CAM on its most confident mistakes and a t-SNE map of its penultimate features. For a
+checkpoint other than best.pt they go to a folder of its own beside it (evaluation-last/ for last.pt),
+so that the run's own results stay those of its best.pt.
 
 With --images DIR it evaluates a folder of labelled images of any format instead (DIR/0/..., ...,
 DIR/9/..., torchvision's ImageFolder layout; for Fashion-MNIST the folders may carry the class names),
-each prepared as predict.py prepares it, and writes its results to external-<DIR's name>/ beside the
-checkpoint, leaving the test-set outputs as they are.
+each prepared as predict.py prepares it, and writes its results to external-<DIR's name>/ in that place,
+leaving the test-set outputs as they are.
 """
 
 import csv
@@ -38,7 +40,7 @@ import runtime
 
 def parse_args(argv=None):
     p = cli.Parser(__doc__)
-    cli.add_checkpoint_options(p, "evaluate; results are written beside the checkpoint")
+    cli.add_checkpoint_options(p, "evaluate; results are written beside it")
     cli.add_dataset_option(p)
     cli.add_data_dir_option(p)
     cli.add_device_option(p)
@@ -173,9 +175,9 @@ def write_predictions(path, labels, predictions, confidences, classes):
             writer.writerow([i, int(label), int(prediction), f"{confidence:.6f}", classes[label], classes[prediction]])
 
 
-def read_history(out_dir, checkpoint):
+def read_history(run_dir, checkpoint):
     """The run's per-epoch history: history.csv beside the checkpoint (complete), else the checkpoint's."""
-    path = Path(out_dir) / "history.csv"
+    path = Path(run_dir) / "history.csv"
     if path.is_file():
         with open(path, newline="") as f:
             return list(csv.DictReader(f))
@@ -284,7 +286,7 @@ def evaluate_folder(args, trained):
                                for x in inputs.split(args.batch_size)])
     confidences, predictions = probabilities.max(1)
     name = Path(args.images).resolve().name
-    out_dir = path.parent / f"external-{name}"
+    out_dir = checkpoints.results_dir(path) / f"external-{name}"
     metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
     metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    images=len(labels), unreadable=problems)
@@ -315,13 +317,13 @@ def evaluate_folder(args, trained):
 
 def evaluate(args):
     trained = checkpoints.open_trained(cli.checkpoint_path(args), args.device, args.precision, args.dataset)
-    cli.writable_folder(trained.path.parent, "the checkpoint's folder",
+    cli.writable_folder(checkpoints.results_dir(trained.path), "the checkpoint's folder",
                         "evaluate.py writes its results beside the checkpoint: copy it to a folder you can write to")
     if args.images:
         return evaluate_folder(args, trained)
     path, checkpoint, model, dataset = trained.path, trained.checkpoint, trained.model, trained.dataset
     device, precision = trained.device, trained.precision
-    out_dir = path.parent
+    out_dir = checkpoints.results_dir(path)
     test_images, labels = data.load_split(args.data_dir, train=False, dataset=dataset)
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()
@@ -345,7 +347,7 @@ def evaluate(args):
     data.write_json(out_dir / "metrics.json", metrics)
     labels, predictions, confidences = labels.numpy(), predictions.numpy(), confidences.numpy()
     write_predictions(out_dir / "predictions.csv", labels, predictions, confidences, dataset.classes)
-    plots = plot.plot_history(read_history(out_dir, checkpoint), out_dir, test_acc=metrics["accuracy"])
+    plots = plot.plot_history(read_history(path.parent, checkpoint), out_dir, test_acc=metrics["accuracy"])
     plots.append(plot.plot_confusion_matrix(metrics["confusion_matrix"], dataset.classes,
                                             out_dir / "confusion_matrix.png"))
     plots.append(plot.plot_per_class(metrics["per_class"], out_dir / "per_class.png"))

@@ -223,7 +223,8 @@ def remove_earlier_run(run_dir):
     temperature fitted for other weights, another model's test accuracy in plot.py's comparison."""
     for name in EARLIER_RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
-    for folder in run_dir.glob("external-*/"):  # evaluate.py --images' results
+    # evaluate.py's results for checkpoints other than best.pt, and evaluate.py --images' results
+    for folder in [*run_dir.glob("evaluation-*/"), *run_dir.glob("external-*/")]:
         shutil.rmtree(folder)
 
 

@@ -131,6 +131,26 @@ def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, tmp_pat
     assert f"{int(expected.argmax())} ({expected.max().item():.1%})" in printed.stdout
 
 
+def test_evaluating_another_checkpoint_leaves_the_runs_own_results(evaluated_run, real_mnist_dir, tmp_path):
+    import checkpoints
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(evaluated_run[0], run_dir)
+    own = ("metrics.json", "temperature.json", "report.md", "predictions.csv", "confusion_matrix.png")
+    before = {name: (run_dir / name).read_bytes() for name in own}
+    result = run_script("evaluate.py", "--checkpoint", run_dir / "last.pt", "--data-dir", real_mnist_dir)
+    assert result.returncode == 0, result.stderr
+    assert {name: (run_dir / name).read_bytes() for name in own} == before
+    last = run_dir / "evaluation-last"
+    assert json.loads((last / "metrics.json").read_text())["checkpoint"] == str(run_dir / "last.pt")
+    assert {name for name in own} <= {path.name for path in last.iterdir()}
+    # Each checkpoint gets its own temperature where predict.py and serve.py look for it.
+    for checkpoint, folder in (("best.pt", run_dir), ("last.pt", last)):
+        kept = json.loads((folder / "temperature.json").read_text())
+        assert kept["checkpoint"] == checkpoint
+        assert checkpoints.open_trained(run_dir / checkpoint, "cpu", "fp32").temperature == kept["temperature"]
+
+
 def test_overwrite_leaves_nothing_of_the_earlier_run(evaluated_run, real_mnist_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(evaluated_run[0], run_dir)
@@ -138,9 +158,10 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(evaluated_run, real_mnist_d
         (tmp_path / "mine" / str(digit)).mkdir(parents=True)
         (tmp_path / "mine" / str(digit) / "a.png").write_bytes(png_of(strokes.render(digit)))
     assert run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "mine").returncode == 0
+    assert run_script("evaluate.py", "--checkpoint", run_dir / "last.pt", "--data-dir", real_mnist_dir).returncode == 0
     (run_dir / "notes.txt").write_text("mine")
     before = {path.name for path in run_dir.iterdir()}
-    assert {"metrics.json", "temperature.json", "report.md", "external-mine"} <= before
+    assert {"metrics.json", "temperature.json", "report.md", "external-mine", "evaluation-last"} <= before
     result = run_script("train.py", "--overwrite", "--epochs", 1, *TINY_RUN, "--seed", 1, "--data-dir",
                         real_mnist_dir, "--run-dir", run_dir)
     assert result.returncode == 0, result.stderr
