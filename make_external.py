@@ -181,13 +181,14 @@ def build(out, per_font=6, per_stroke=30):
     """Write both sets under `out`, and preprocessing.png: how images.py reads a few of the tuning set's
     pictures, one for each kind of trouble in SHOWN. Returns {set: number of pictures}."""
     counts, shown = {}, {}
-    for split in ("tune", "heldout"):
-        target = Path(out) / split
-        shutil.rmtree(target, ignore_errors=True)
-        fonts = usable_fonts(split)
+    fonts_of = {split: usable_fonts(split) for split in ("tune", "heldout")}
+    for split, fonts in fonts_of.items():  # checked before anything is removed: the sets there stay as they were
         if not fonts:
             raise data.DataError(f"no handwriting font of the {split} set is installed; on Debian or Ubuntu: "
                                  f"sudo apt-get install {' '.join(sorted(FONTS[split]))}")
+    for split, fonts in fonts_of.items():
+        target = Path(out) / split
+        shutil.rmtree(target, ignore_errors=True)
         pictures = []
         for digit in range(10):
             for path in fonts:

@@ -121,6 +121,17 @@ def test_fonts_must_draw_ten_digits_of_their_own():
     assert "setofont-ex.ttf" not in fonts  # installed, claims digits, draws none
 
 
+def test_a_missing_font_is_said_before_the_sets_there_are_touched(monkeypatch, tmp_path):
+    for split in ("tune", "heldout"):
+        (tmp_path / split / "3").mkdir(parents=True)
+        (tmp_path / split / "3" / "mine.png").write_bytes(b"a picture made earlier")
+    monkeypatch.setattr(make_external, "usable_fonts", lambda split: [] if split == "tune" else ["a font"])
+    with pytest.raises(make_external.data.DataError, match="no handwriting font of the tune set"):
+        make_external.build(tmp_path)
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*.png")) == [
+        "heldout/3/mine.png", "tune/3/mine.png"]
+
+
 def test_the_sets_are_imagefolders_split_by_font_and_repeatable(external, tmp_path):
     tune = {path.name for path in (external / "tune" / "3").iterdir()}
     heldout = {path.name for path in (external / "heldout" / "3").iterdir()}
