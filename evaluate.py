@@ -14,8 +14,8 @@ so that the run's own results stay those of its best.pt.
 
 With --images DIR it evaluates a folder of labelled images of any format instead (DIR/0/..., ...,
 DIR/9/..., torchvision's ImageFolder layout; for Fashion-MNIST the folders may carry the class names),
-each prepared as predict.py prepares it, and writes its results to external-<DIR's name>/ in that place,
-leaving the test-set outputs as they are.
+each prepared as predict.py prepares it, and writes its results to external-<DIR's name>/ in the
+checkpoint's results folder, leaving the test-set outputs as they are.
 """
 
 import csv
