@@ -235,7 +235,7 @@ def prepare_run_dir(args):
     if (run_dir / "last.pt").exists() and not (args.resume or args.overwrite):
         raise cli.RunError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
                        "start it again, or --run-dir for a new one")
-    if args.overwrite:
+    if args.overwrite and (run_dir / "last.pt").exists():  # only where a run is; other folders keep their files
         remove_earlier_run(run_dir)
     for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed; the real file is whole
         stale.unlink()
