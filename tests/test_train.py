@@ -178,6 +178,15 @@ def test_resuming_a_finished_run_changes_nothing(trained_run, real_mnist_dir):
     assert {name: (run_dir / name).stat().st_mtime_ns for name in kept} == before
 
 
+def test_overwrite_into_a_folder_without_a_run_removes_nothing(real_mnist_dir, tmp_path):
+    (tmp_path / "report.md").write_text("my own notes")
+    (tmp_path / "metrics.json").write_text("{}")
+    result = run_script("train.py", "--overwrite", "--epochs", 1, *TINY_RUN, "--data-dir", real_mnist_dir,
+                        "--run-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report.md").read_text() == "my own notes" and (tmp_path / "metrics.json").exists()
+
+
 DEVICES = ["cpu"] + ["cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
 
 
