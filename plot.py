@@ -416,10 +416,11 @@ def main(argv=None):
     p.add_argument("--out", default="runs/comparison",
                    help="where curves.png and comparison.md go (default: runs/comparison)")
     args = p.parse_args(argv)
-    runs = []
-    for folder in dict.fromkeys(args.runs):
-        if Path(folder).resolve() == Path(args.out).resolve():
-            continue  # runs/* takes in the output folder itself
+    runs, seen = [], {Path(args.out).resolve()}  # runs/* takes in the output folder itself
+    for folder in args.runs:
+        if Path(folder).resolve() in seen:  # also a run given twice, say runs/a and runs/a/
+            continue
+        seen.add(Path(folder).resolve())
         try:
             runs.append(read_run(folder))
         except cli.RunError as e:

@@ -84,6 +84,12 @@ def test_the_script_writes_the_table_and_the_curves_and_skips_bad_folders(runs, 
         assert image.width >= 1200 and image.height >= 900
 
 
+def test_a_run_given_twice_counts_once(runs, tmp_path):
+    result = run_script("plot.py", *runs, f"{runs[0]}/", runs[1], "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "| 3 seeds (0, 1, 2) | lr=0.003 |" in result.stdout and "# Comparison of 4 runs" in result.stdout
+
+
 def test_nothing_to_compare_is_one_line(tmp_path):
     result = run_script("plot.py", tmp_path / "nothing-here", "--out", tmp_path / "out")
     assert result.returncode == 1
