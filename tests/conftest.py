@@ -141,6 +141,16 @@ def reader_run(real_mnist_dir, tmp_path_factory):
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def fashion_run(real_fashion_dir, tmp_path_factory):
+    """A Fashion-MNIST run: 2 epochs on 4,000 real images."""
+    run_dir = tmp_path_factory.mktemp("fashion") / "run"
+    result = run_script("train.py", "--dataset", "fashion-mnist", "--epochs", 2, "--subset", 4000, "--batch-size", 128,
+                        "--data-dir", real_fashion_dir, "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
 def start_server(run_dir, *args):
     """Start serve.py on a free port as a user would; return (process, its printed address)."""
     process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--run-dir", str(run_dir), "--port", "0",

@@ -97,15 +97,6 @@ def test_debians_real_copy_is_byte_exact(real_fashion_dir):
 # --- the scripts on real Fashion-MNIST --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fashion_run(real_fashion_dir, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("fashion") / "run"
-    result = run_script("train.py", "--dataset", "fashion-mnist", "--epochs", 2, "--subset", 4000, "--batch-size", 128,
-                        "--data-dir", real_fashion_dir, "--run-dir", run_dir)
-    assert result.returncode == 0, result.stderr
-    return run_dir
-
-
 def test_evaluate_and_predict_take_the_dataset_from_the_checkpoint(fashion_run, real_fashion_dir, tmp_path):
     assert json.loads((fashion_run / "config.json").read_text())["dataset"] == "fashion-mnist"
     result = run_script("evaluate.py", "--run-dir", fashion_run, "--data-dir", real_fashion_dir)

@@ -6,12 +6,16 @@ model trained by the test run on 20,000 real MNIST images (the `reader_run` fixt
 
 import base64
 import io
+import re
 import shutil
 from pathlib import Path
 
 import pytest
+from conftest import start_server
+from PIL import Image, ImageDraw
 from playwright.sync_api import expect, sync_playwright
 
+import data
 import strokes
 
 
@@ -155,3 +159,25 @@ def test_the_page_fits_a_phone(browser, served):
     bars = page.get_by_label("Probability of each digit").bounding_box()
     assert bars["x"] >= 0 and bars["x"] + bars["width"] <= 390
     context.close()
+
+
+def test_a_fashion_checkpoint_gets_a_page_about_clothes(browser, fashion_run, tmp_path):
+    process, address = start_server(fashion_run)
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(address)
+        expect(page.get_by_role("heading")).to_have_text("Draw a piece of clothing")
+        expect(page).to_have_title("Fashion-MNIST reader")
+        expect(page.get_by_label("Drawing pad")).to_have_attribute("aria-label", re.compile("garment"))
+        expect(page.get_by_label("Probability of each class")).to_contain_text("Ankle boot")
+        photo = Image.new("L", (300, 400), 255)  # trousers, dark on white as a product photo
+        ImageDraw.Draw(photo).polygon([(90, 40), (210, 40), (230, 370), (165, 370), (150, 150), (135, 370),
+                                       (70, 370)], fill=30)
+        photo.save(tmp_path / "trousers.png")
+        page.get_by_text("Choose an image").set_input_files(tmp_path / "trousers.png")
+        expect(page.get_by_label("What the network reads")).to_have_attribute("aria-busy", "false")
+        assert page.get_by_label("Predicted class").inner_text() in data.FASHION_MNIST.classes
+        page.close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)

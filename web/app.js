@@ -36,6 +36,12 @@ let pending = null;     // the next image to send once the request in flight ret
 let generation = 0;     // bumped by Clear, so that answers about an earlier drawing are dropped
 let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];  // the checkpoint's, once /api/health answers
 
+// How the page speaks of a checkpoint trained on another dataset than MNIST, whose words index.html has.
+const WORDING = {
+  "fashion-mnist": {title: "Fashion-MNIST reader", heading: "Draw a piece of clothing", thing: "garment",
+                    hint: "Draw a garment here,<br>or drop a photo of one"},
+};
+
 // aria-busy tells assistive technology (and the tests) that a newer reading is on its way.
 function updateBusy() {
   const busy = drawing || debounce !== null || encoding > 0 || inFlight || pending !== null;
@@ -227,6 +233,16 @@ function readFile(file) {
   send(file);  // the original file, not the scaled copy: full resolution for the preprocessing
 }
 
+function useWording(words) {
+  if (!words) return;
+  document.title = words.title;
+  document.querySelector("h1").textContent = words.heading;
+  hint.innerHTML = words.hint;
+  pad.setAttribute("aria-label", `Drawing pad: draw one ${words.thing}, or drop an image of one here`);
+  digitOut.setAttribute("aria-label", "Predicted class");
+  bars.setAttribute("aria-label", "Probability of each class");
+}
+
 async function loadModelInfo() {
   const model = document.getElementById("model");
   try {
@@ -234,6 +250,7 @@ async function loadModelInfo() {
     const about = await response.json();
     classes = about.classes;
     makeBars();
+    useWording(WORDING[about.dataset]);
     const calibration = about.temperature ? `calibrated, temperature ${about.temperature.toFixed(2)}` :
       "confidences not calibrated";
     model.textContent = `Read by ${about.checkpoint} (epoch ${about.epoch}, ` +
