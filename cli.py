@@ -2,6 +2,7 @@
 
 import argparse
 import math
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,16 @@ ADDED_LATER = {"dataset": "mnist", "elastic": 0.0, "shear": 0.0, "thickness": 0.
 
 class RunError(RuntimeError):
     """A problem the user can fix; scripts print it as one line and exit non-zero."""
+
+
+def run(main):
+    """Call a script's `main()`; Ctrl-C ends it with one line, not a traceback from wherever it landed.
+    Nothing is left half-written: every file the scripts write replaces the old one whole, or not at all."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\nstopped by Ctrl-C", file=sys.stderr)
+        sys.exit(130)
 
 
 class Parser(argparse.ArgumentParser):

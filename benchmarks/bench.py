@@ -237,4 +237,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -97,6 +97,19 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(sig, real_mnist_dir, tmp
     assert resumed.returncode == 0 and torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 3
 
 
+def test_ctrl_c_in_evaluate_is_one_line_and_leaves_whole_files(trained_run, real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    # The report is printed just before the results are written: the interrupt lands among the writes.
+    code, _, err = run_until("evaluate.py", "--run-dir", run_dir, "--data-dir", real_mnist_dir,
+                             marker="test images", sig=signal.SIGINT)
+    assert code == 130 and "Traceback" not in err
+    assert err.strip().splitlines() == ["stopped by Ctrl-C"]
+    for path in run_dir.glob("*.json"):
+        json.loads(path.read_text())
+    assert not any(run_dir.glob(".*.tmp"))
+
+
 # --- 3. corrupt data ---------------------------------------------------------------------------
 
 
