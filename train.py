@@ -224,8 +224,9 @@ def remove_earlier_run(run_dir):
     for name in EARLIER_RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
     # evaluate.py's results for checkpoints other than best.pt, and evaluate.py --images' results
-    for folder in [*run_dir.glob("evaluation-*/"), *run_dir.glob("external-*/")]:
-        shutil.rmtree(folder)
+    for folder in [*run_dir.glob("evaluation-*"), *run_dir.glob("external-*")]:
+        if folder.is_dir():
+            shutil.rmtree(folder)
 
 
 def prepare_run_dir(args):
