@@ -278,15 +278,16 @@ def read_image_folder(folder, dataset):
     return torch.stack(inputs), torch.tensor(labels), paths, problems
 
 
-def evaluate_folder(args, trained):
-    """Evaluate --images: metrics, predictions, confusion matrix and mistakes in external-<name>/."""
+def evaluate_folder(args, trained, results):
+    """Evaluate --images: metrics, predictions, confusion matrix and mistakes in external-<name>/ of the
+    checkpoint's `results` folder."""
     path, checkpoint, dataset = trained.path, trained.checkpoint, trained.dataset
     inputs, labels, paths, problems = read_image_folder(args.images, dataset)
     probabilities = torch.cat([runtime.probabilities(trained.model, x, trained.precision, trained.temperature or 1.0)
                                for x in inputs.split(args.batch_size)])
     confidences, predictions = probabilities.max(1)
     name = Path(args.images).resolve().name
-    out_dir = checkpoints.results_dir(path) / f"external-{name}"
+    out_dir = results / f"external-{name}"
     metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
     metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    images=len(labels), unreadable=problems)
@@ -317,13 +318,13 @@ def evaluate_folder(args, trained):
 
 def evaluate(args):
     trained = checkpoints.open_trained(cli.checkpoint_path(args), args.device, args.precision, args.dataset)
-    cli.writable_folder(checkpoints.results_dir(trained.path), "the checkpoint's folder",
+    out_dir = checkpoints.results_dir(trained.path)
+    cli.writable_folder(out_dir, "the checkpoint's folder",
                         "evaluate.py writes its results beside the checkpoint: copy it to a folder you can write to")
     if args.images:
-        return evaluate_folder(args, trained)
+        return evaluate_folder(args, trained, out_dir)
     path, checkpoint, model, dataset = trained.path, trained.checkpoint, trained.model, trained.dataset
     device, precision = trained.device, trained.precision
-    out_dir = checkpoints.results_dir(path)
     test_images, labels = data.load_split(args.data_dir, train=False, dataset=dataset)
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()

@@ -418,9 +418,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     runs, seen = [], {Path(args.out).resolve()}  # runs/* takes in the output folder itself
     for folder in args.runs:
-        if Path(folder).resolve() in seen:  # also a run given twice, say runs/a and runs/a/
+        where = Path(folder).resolve()
+        if where in seen:  # also a run given twice, say runs/a and runs/a/
             continue
-        seen.add(Path(folder).resolve())
+        seen.add(where)
         try:
             runs.append(read_run(folder))
         except cli.RunError as e:

@@ -233,10 +233,11 @@ def prepare_run_dir(args):
     """Check the run directory (created and locked by locked_run_dir); refuse to silently overwrite
     an earlier run, and clear it out when asked to (--overwrite)."""
     run_dir = Path(args.run_dir)
-    if (run_dir / "last.pt").exists() and not (args.resume or args.overwrite):
+    holds_a_run = (run_dir / "last.pt").exists()
+    if holds_a_run and not (args.resume or args.overwrite):
         raise cli.RunError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
                        "start it again, or --run-dir for a new one")
-    if args.overwrite and (run_dir / "last.pt").exists():  # only where a run is; other folders keep their files
+    if holds_a_run and args.overwrite:  # only where a run is: a folder of other files keeps them
         remove_earlier_run(run_dir)
     for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed; the real file is whole
         stale.unlink()
