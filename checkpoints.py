@@ -76,12 +76,44 @@ def dataset_of(checkpoint, asked=None):
     return data.DATASETS[name]
 
 
+# A run folder: train.py's files, then evaluate.py's beside the best.pt it evaluated (results_dir), with
+# the results of `evaluate.py --images DIR` in external-<DIR's name>/ (external_dir). All of it belongs to
+# the run, and `train.py --overwrite` removes it (run_files); any other file in the folder is the user's.
+# A file evaluate.py adds must join EVALUATION_FILES: test_overwrite_leaves_nothing_of_the_earlier_run fails
+# until it does.
+TRAINING_FILES = ("config.json", "history.csv", "last.pt", "best.pt", "accuracy.png", "loss.png")
+EVALUATION_FILES = ("metrics.json", "predictions.csv", "temperature.json", "report.md", "confusion_matrix.png",
+                    "per_class.png", "misclassified.png", "reliability.png", "filters.png", "grad_cam.png",
+                    "feature_map.png")
+EVALUATION_PREFIX, EXTERNAL_PREFIX = "evaluation-", "external-"
+
+
 def results_dir(path):
     """Where evaluate.py writes its results for the checkpoint at `path`: beside a run's best.pt, those of
     the run itself; for any other checkpoint a folder of its own beside it (evaluation-last/ for last.pt),
     so that evaluating one checkpoint never replaces another's results or temperature."""
     path = Path(path)
-    return path.parent if path.name == "best.pt" else path.parent / f"evaluation-{path.stem}"
+    return path.parent if path.name == "best.pt" else path.parent / f"{EVALUATION_PREFIX}{path.stem}"
+
+
+def external_dir(results, images_dir):
+    """Where evaluate.py --images writes its results for the folder `images_dir`, in a `results` folder."""
+    return Path(results) / f"{EXTERNAL_PREFIX}{Path(images_dir).resolve().name}"
+
+
+def external_results(results):
+    """{the images folder's name: its metrics.json} for each `evaluate.py --images` run in `results`."""
+    return {metrics.parent.name.removeprefix(EXTERNAL_PREFIX): metrics
+            for metrics in sorted(Path(results).glob(f"{EXTERNAL_PREFIX}*/metrics.json"))}
+
+
+def run_files(run_dir):
+    """What train.py and evaluate.py have written in `run_dir`: the files, then the folders."""
+    run_dir = Path(run_dir)
+    files = [run_dir / name for name in (*TRAINING_FILES, *EVALUATION_FILES) if (run_dir / name).is_file()]
+    folders = [folder for prefix in (EVALUATION_PREFIX, EXTERNAL_PREFIX) for folder in run_dir.glob(f"{prefix}*")
+               if folder.is_dir()]
+    return files, folders
 
 
 def temperature_path(path):

@@ -294,10 +294,10 @@ def read_run(folder):
     best = int(checkpoints.best_epoch(history)["epoch"])
     test_acc = evaluated_accuracy(folder / "metrics.json", best)
     external = {}
-    for metrics in sorted(folder.glob("external-*/metrics.json")):
+    for name, metrics in checkpoints.external_results(folder).items():
         accuracy = evaluated_accuracy(metrics, best)
         if accuracy is not None:
-            external[metrics.parent.name.removeprefix("external-")] = accuracy
+            external[name] = accuracy
     recipe = {**cli.ADDED_LATER, **{key: value for key, value in config.items() if key not in NOT_THE_RECIPE}}
     # Before --precision, the forward pass ran in bf16 on CUDA and in fp32 everywhere else.
     recipe.setdefault("precision_used", "bf16" if str(config.get("device_used", "")).startswith("cuda") else "fp32")

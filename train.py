@@ -38,12 +38,6 @@ import data
 import runtime
 from model import CNN
 
-# What a run directory holds once trained and evaluated: train.py's files, and those evaluate.py writes
-# beside the checkpoint. --overwrite removes them.
-EARLIER_RUN_FILES = ("config.json", "history.csv", "last.pt", "best.pt", "accuracy.png", "loss.png",
-                     "metrics.json", "predictions.csv", "temperature.json", "report.md", "confusion_matrix.png",
-                     "per_class.png", "misclassified.png", "reliability.png", "filters.png", "grad_cam.png",
-                     "feature_map.png")
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 AUGMENTATION_OPTIONS = ("degrees", "scale", "shift", "elastic", "shear", "thickness", "blur", "noise")
 
@@ -221,12 +215,11 @@ def locked_run_dir(run_dir):
 def remove_earlier_run(run_dir):
     """Remove what an earlier run left in `run_dir`, so that none of it can be taken for the new run's: a
     temperature fitted for other weights, another model's test accuracy in plot.py's comparison."""
-    for name in EARLIER_RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    # evaluate.py's results for checkpoints other than best.pt, and evaluate.py --images' results
-    for folder in [*run_dir.glob("evaluation-*"), *run_dir.glob("external-*")]:
-        if folder.is_dir():
-            shutil.rmtree(folder)
+    files, folders = checkpoints.run_files(run_dir)
+    for path in files:
+        path.unlink()
+    for folder in folders:
+        shutil.rmtree(folder)
 
 
 def prepare_run_dir(args):

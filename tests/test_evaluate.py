@@ -166,7 +166,7 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(evaluated_run, real_mnist_d
                         real_mnist_dir, "--run-dir", run_dir)
     assert result.returncode == 0, result.stderr
     # Exactly what the new run wrote, and the file that was not the earlier run's: whatever evaluate.py
-    # writes must be in train.EARLIER_RUN_FILES, or it would be taken for the new run's.
+    # writes must be in checkpoints.run_files, or it would be taken for the new run's.
     assert {path.name for path in run_dir.iterdir()} == {"config.json", "history.csv", "last.pt", "best.pt",
                                                          "accuracy.png", "loss.png", "notes.txt"}
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
