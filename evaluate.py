@@ -251,8 +251,6 @@ def explain(model, test_images, labels, predictions, confidences, features, data
 def read_image_folder(folder, dataset):
     """(inputs [N, 1, 28, 28], labels [N], paths, problem lines) of an ImageFolder-layout folder, each
     image prepared as predict.py prepares it; an image that cannot be read becomes a problem line."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
     folder = Path(folder)
     if not folder.is_dir():
         raise cli.RunError(f"--images {folder} is not a folder; pass one with a subfolder per class (0, ..., 9)")
@@ -262,6 +260,8 @@ def read_image_folder(folder, dataset):
     if unknown or not subfolders:
         raise cli.RunError(f"--images {folder}: expected a subfolder per class named 0 ... "
                            f"{len(dataset.classes) - 1}, found {', '.join(unknown or subfolders) or 'none'}")
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset  # after the checks: it takes a second
+
     samples = make_dataset(str(folder), {name: names[name] for name in subfolders}, extensions=IMG_EXTENSIONS,
                            allow_empty=True)
     inputs, labels, paths, problems = [], [], [], []
