@@ -271,6 +271,8 @@ def evaluated_accuracy(path, best_epoch):
 def read_run(folder):
     """A run folder of train.py (and evaluate.py, if it ran); RunError saying what is wrong with it."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise cli.RunError(f"{folder}: no such folder")
     if not (folder / "config.json").is_file():
         raise cli.RunError(f"{folder}: no config.json, so not a run folder of train.py")
     try:

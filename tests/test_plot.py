@@ -70,13 +70,14 @@ def test_the_script_writes_the_table_and_the_curves_and_skips_bad_folders(runs, 
     old = write_run(bad / "old-version", 5, [0.9])
     (old / "history.csv").write_text("epoch,accuracy\n1,0.9\n")
     out = tmp_path / "out"
-    result = run_script("plot.py", *runs, *sorted(bad.iterdir()), "--out", out)
+    result = run_script("plot.py", *runs, *sorted(bad.iterdir()), bad / "mistyped", "--out", out)
     assert result.returncode == 0, result.stderr
     skipped = result.stderr.strip().splitlines()
-    assert len(skipped) == 4 and all(line.startswith("skipped: ") for line in skipped), result.stderr
+    assert len(skipped) == 5 and all(line.startswith("skipped: ") for line in skipped), result.stderr
     assert "Traceback" not in result.stderr
     for name, words in [("no-config", "no config.json"), ("killed-early", "no completed epoch"),
-                        ("torn-config", "cannot be read"), ("old-version", "another version")]:
+                        ("torn-config", "cannot be read"), ("old-version", "another version"),
+                        ("mistyped", "no such folder")]:
         assert any(name in line and words in line for line in skipped), (name, skipped)
     written = (out / "comparison.md").read_text()
     assert "99.40% ± 0.26" in written and written.strip() in result.stdout
