@@ -264,6 +264,8 @@ def read_image_folder(folder, dataset):
 
     samples = make_dataset(str(folder), {name: names[name] for name in subfolders}, extensions=IMG_EXTENSIONS,
                            allow_empty=True)
+    if not samples:
+        raise cli.RunError(f"--images {folder}: its class folders hold no image files ({', '.join(IMG_EXTENSIONS)})")
     inputs, labels, paths, problems = [], [], [], []
     for path, label in samples:
         try:
@@ -274,7 +276,7 @@ def read_image_folder(folder, dataset):
         labels.append(label)
         paths.append(path)
     if not inputs:
-        raise cli.RunError(f"--images {folder}: no image in it could be read")
+        raise cli.RunError(f"--images {folder}: none of its {len(samples)} images could be read ({problems[0]}, ...)")
     return torch.stack(inputs), torch.tensor(labels), paths, problems
 
 

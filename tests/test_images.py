@@ -10,6 +10,9 @@ import torch
 from conftest import one_line_error, run_script
 from PIL import Image, ImageDraw, ImageFilter
 
+import cli
+import data
+import evaluate
 import images
 import make_external
 import strokes
@@ -173,6 +176,15 @@ def test_evaluate_images_refuses_a_folder_without_class_folders(trained_run, tmp
     assert "cats" in line and "subfolder per class" in line
     line = one_line_error(run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "none"))
     assert "not a folder" in line
+
+
+def test_evaluate_images_says_why_it_read_no_image(tmp_path):
+    (tmp_path / "3").mkdir()
+    with pytest.raises(cli.RunError, match=r"class folders hold no image files \(.*\.png"):
+        evaluate.read_image_folder(tmp_path, data.MNIST)
+    Image.new("L", (40, 40), 255).save(tmp_path / "3" / "blank.png")
+    with pytest.raises(cli.RunError, match="none of its 1 images could be read .*blank.png: no digit found"):
+        evaluate.read_image_folder(tmp_path, data.MNIST)
 
 
 def test_a_model_of_real_mnist_reads_the_tuning_set(external, reader_run, tmp_path):
