@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -195,6 +196,17 @@ def test_a_model_of_real_mnist_reads_the_tuning_set(external, reader_run, tmp_pa
     shutil.copy(reader_run / "best.pt", run_dir)  # evaluate.py writes beside it; the shared run stays as it is
     assert run_script("evaluate.py", "--run-dir", run_dir, "--images", external / "tune").returncode == 0
     assert json.loads((run_dir / "external-tune" / "metrics.json").read_text())["accuracy"] > 0.8
+
+
+def test_a_200_megapixel_phone_photo_is_read_like_its_small_version(tmp_path):
+    # Over Pillow's "decompression bomb" limits (a warning from 89 megapixels, a refusal from 179).
+    small = Image.new("L", (408, 306), 230)
+    ImageDraw.Draw(small).line([(150, 70), (260, 70), (180, 240)], fill=30, width=14)  # a 7
+    small.resize((16320, 12240), Image.Resampling.NEAREST).save(tmp_path / "photo.jpg", quality=85)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = images.to_input(tmp_path / "photo.jpg")
+    assert (big - images.to_input(small)).abs().mean() < 0.01
 
 
 def test_images_are_prepared_alike_from_a_path_bytes_and_pil(tmp_path):
