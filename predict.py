@@ -21,7 +21,7 @@ import runtime
 
 def parse_args(argv=None):
     p = cli.Parser(__doc__)
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...: any size, colour or grey)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...: up to 250 megapixels, colour or grey)")
     cli.add_checkpoint_options(p)
     p.add_argument("--top", type=cli.positive(int), default=1, help="show the K likeliest classes (default: 1)")
     cli.add_dataset_option(p)
