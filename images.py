@@ -1,7 +1,8 @@
 """A user's own picture turned into the network's input, the way the dataset's own images were made.
 
-`to_input` takes a path, a file object, bytes or a PIL image of any colour or polarity, up to 250 megapixels: for
-MNIST it makes a centred 20x20 digit as MNIST did, for Fashion-MNIST a 28x28 product on black.
+`to_input` takes a path, a file object, bytes or a PIL image of any colour or polarity, up to 250
+megapixels: for MNIST it makes a centred 20x20 digit as MNIST did, for Fashion-MNIST a 28x28 product on
+black.
 """
 
 import io
