@@ -1,7 +1,7 @@
 """Classify your own images with a trained checkpoint: digits, or clothes for a Fashion-MNIST one.
 
     python predict.py my_digit.png scan.jpg           # best.pt of the default run
-    python predict.py --top 3 digits/*.png            # the three likeliest classes of each
+    python predict.py --top 3 digits/                 # each image in a folder: its three likeliest classes
 
 Each picture is prepared the way the checkpoint's dataset was made (for MNIST: grey, light on dark,
 cropped to its ink, fitted into 20x20 and centred by mass in 28x28), so photos, scans and drawings in
@@ -10,8 +10,10 @@ A file that cannot be read gets one line and the others are still classified; th
 """
 
 import sys
+from pathlib import Path
 
 import torch
+from PIL import Image
 
 import checkpoints
 import cli
@@ -21,13 +23,30 @@ import runtime
 
 def parse_args(argv=None):
     p = cli.Parser(__doc__)
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...: up to 250 megapixels, colour or grey)")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...: up to 250 megapixels, colour or grey), "
+                                             "or folders of them")
     cli.add_checkpoint_options(p)
     p.add_argument("--top", type=cli.positive(int), default=1, help="show the K likeliest classes (default: 1)")
     cli.add_dataset_option(p)
     cli.add_device_option(p)
     cli.add_precision_option(p)
     return p.parse_args(argv)
+
+
+def image_files(paths):
+    """(files, problems): each path given, a folder's image files in place of the folder (not its
+    subfolders'); a folder with none becomes a problem line."""
+    readable = Image.registered_extensions()  # every format Pillow opens
+    files, problems = [], []
+    for path in paths:  # as given, so that each line names a file the way the user did
+        if not Path(path).is_dir():
+            files.append(path)
+            continue
+        found = sorted(str(f) for f in Path(path).iterdir() if f.suffix.lower() in readable and f.is_file())
+        files += found
+        if not found:
+            problems.append(f"{path}: error: no image files in this folder")
+    return files, problems
 
 
 def prepare_all(paths, dataset):
@@ -55,7 +74,9 @@ def main(argv=None):
     except cli.RunError as e:
         sys.exit(f"error: {e}")
     classes = trained.dataset.classes
-    inputs, readable, problems = prepare_all(args.images, trained.dataset)
+    files, empty_folders = image_files(args.images)
+    inputs, readable, problems = prepare_all(files, trained.dataset)
+    problems = empty_folders + problems
     for line in problems:
         print(line, file=sys.stderr)
     if inputs:

@@ -184,12 +184,18 @@ def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_
     one = Image.new("L", (120, 160), 255)
     ImageDraw.Draw(one).line([(62, 20), (58, 140)], fill=0, width=10)
     one.save(tmp_path / "drawn-one.png")
-    result = run_script("predict.py", *paths, tmp_path / "drawn-one.png", "--run-dir", reader_run)
+    (tmp_path / "notes.txt").write_text("not a picture")  # a folder given is read for its images only
+    (tmp_path / "empty").mkdir()
+    result = run_script("predict.py", tmp_path, "--run-dir", reader_run)
     assert result.returncode == 0, result.stderr
     guesses = {line.split(": ")[0]: int(line.split(": ")[1][0]) for line in result.stdout.splitlines()}
+    assert len(guesses) == 11, result.stdout
     right = sum(guesses[str(p)] == int(labels[i]) for i, p in enumerate(paths))
     assert right >= 9, result.stdout
     assert guesses[str(tmp_path / "drawn-one.png")] == 1, result.stdout
+    result = run_script("predict.py", tmp_path / "empty", paths[0], "--run-dir", reader_run)
+    assert result.returncode == 1 and "empty: error: no image files in this folder" in result.stderr
+    assert result.stdout.startswith(f"{paths[0]}: ")
 
 
 # --- calibration ------------------------------------------------------------------------------
