@@ -36,7 +36,7 @@ def parse_args(argv=None):
 def image_files(paths):
     """(files, problems): each path given, a folder's image files in place of the folder (not its
     subfolders'); a folder with none becomes a problem line."""
-    readable = Image.registered_extensions()  # every format Pillow opens
+    readable = {ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN}  # not PDF
     files, problems = [], []
     for path in paths:  # as given, so that each line names a file the way the user did
         if not Path(path).is_dir():

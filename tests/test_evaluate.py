@@ -185,6 +185,7 @@ def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_
     ImageDraw.Draw(one).line([(62, 20), (58, 140)], fill=0, width=10)
     one.save(tmp_path / "drawn-one.png")
     (tmp_path / "notes.txt").write_text("not a picture")  # a folder given is read for its images only
+    Image.new("L", (10, 10)).save(tmp_path / "scan.pdf")  # Pillow writes PDF but cannot read it
     (tmp_path / "empty").mkdir()
     result = run_script("predict.py", tmp_path, "--run-dir", reader_run)
     assert result.returncode == 0, result.stderr
