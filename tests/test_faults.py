@@ -431,7 +431,9 @@ def write_bad_images(folder):
 
 def test_predict_survives_bad_images_and_classifies_the_rest(trained_run, tmp_path):
     run_dir, _ = trained_run
-    paths = write_bad_images(tmp_path / "images") + [tmp_path / "missing.png", tmp_path / "images"]
+    (tmp_path / "no-images").mkdir()
+    (tmp_path / "no-images" / "notes.txt").write_text("not a picture")
+    paths = write_bad_images(tmp_path / "images") + [tmp_path / "missing.png", tmp_path / "no-images"]
     good = tmp_path / "good.png"
     image = Image.new("L", (100, 100), 255)
     ImageDraw.Draw(image).line([(50, 15), (50, 85)], fill=0, width=8)
@@ -446,7 +448,7 @@ def test_predict_survives_bad_images_and_classifies_the_rest(trained_run, tmp_pa
         assert any(line.startswith(f"{tmp_path / 'images' / name}: error: ") for line in err), name
     # the file system's reason, without its repeating the path the line starts with
     assert f"{tmp_path / 'missing.png'}: error: cannot read image: No such file or directory" in err
-    assert f"{tmp_path / 'images'}: error: cannot read image: Is a directory" in err
+    assert f"{tmp_path / 'no-images'}: error: no image files in this folder" in err
     for path in [good, *(tmp_path / "images" / n for n in ["huge.png", "sixteen-bit.png", "cmyk.jpg"])]:
         line = next(line for line in out if line.startswith(f"{path}: "))
         assert len(line.split("%)")) == 4, line  # three guesses, each 'digit (p%)'
