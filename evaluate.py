@@ -260,12 +260,12 @@ def read_image_folder(folder, dataset):
     if unknown or not subfolders:
         raise cli.RunError(f"--images {folder}: expected a subfolder per class named 0 ... "
                            f"{len(dataset.classes) - 1}, found {', '.join(unknown or subfolders) or 'none'}")
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset  # after the checks: it takes a second
+    from torchvision.datasets.folder import make_dataset  # after the checks: it takes a second
 
-    samples = make_dataset(str(folder), {name: names[name] for name in subfolders}, extensions=IMG_EXTENSIONS,
-                           allow_empty=True)
+    samples = make_dataset(str(folder), {name: names[name] for name in subfolders}, allow_empty=True,
+                           is_valid_file=images.is_picture_file)  # what predict.py reads, GIFs too
     if not samples:
-        raise cli.RunError(f"--images {folder}: its class folders hold no image files ({', '.join(IMG_EXTENSIONS)})")
+        raise cli.RunError(f"--images {folder}: its class folders hold no image files (PNG, JPEG, ...)")
     inputs, labels, paths, problems = [], [], [], []
     for path, label in samples:
         try:

@@ -6,6 +6,7 @@ black.
 """
 
 import io
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,12 @@ Image.MAX_IMAGE_PIXELS = None
 
 class ImageError(ValueError):
     """A user's image could not be turned into an input for the network."""
+
+
+def is_picture_file(path):
+    """Whether `path` is a file with the extension of a format Pillow opens (not one it only writes: PDF)."""
+    opens = {ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN}
+    return Path(path).suffix.lower() in opens and Path(path).is_file()
 
 
 def open_grey(source, max_pixels=None):

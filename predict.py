@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 import checkpoints
 import cli
@@ -36,13 +35,12 @@ def parse_args(argv=None):
 def image_files(paths):
     """(files, problems): each path given, a folder's image files in place of the folder (not its
     subfolders'); a folder with none becomes a problem line."""
-    readable = {ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN}  # not PDF
     files, problems = [], []
     for path in paths:  # as given, so that each line names a file the way the user did
         if not Path(path).is_dir():
             files.append(path)
             continue
-        found = sorted(str(f) for f in Path(path).iterdir() if f.suffix.lower() in readable and f.is_file())
+        found = sorted(str(f) for f in Path(path).iterdir() if images.is_picture_file(f))
         files += found
         if not found:
             problems.append(f"{path}: error: no image files in this folder")
