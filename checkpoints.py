@@ -96,9 +96,9 @@ def results_dir(path):
     return path.parent if path.name == "best.pt" else path.parent / f"{EVALUATION_PREFIX}{path.stem}"
 
 
-def external_dir(results, images_dir):
-    """Where evaluate.py --images writes its results for the folder `images_dir`, in a `results` folder."""
-    return Path(results) / f"{EXTERNAL_PREFIX}{Path(images_dir).resolve().name}"
+def external_dir(results, name):
+    """Where evaluate.py --images writes its results for an images folder called `name`, in a `results` folder."""
+    return Path(results) / f"{EXTERNAL_PREFIX}{name}"
 
 
 def external_results(results):

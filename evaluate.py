@@ -289,7 +289,7 @@ def evaluate_folder(args, trained, results):
                                for x in inputs.split(args.batch_size)])
     confidences, predictions = probabilities.max(1)
     name = Path(args.images).resolve().name
-    out_dir = checkpoints.external_dir(results, args.images)
+    out_dir = checkpoints.external_dir(results, name)
     metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
     metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    images=len(labels), unreadable=problems)
