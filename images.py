@@ -5,6 +5,7 @@ megapixels: for MNIST it makes a centred 20x20 digit as MNIST did, for Fashion-M
 black.
 """
 
+import functools
 import io
 from pathlib import Path
 
@@ -27,10 +28,15 @@ class ImageError(ValueError):
     """A user's image could not be turned into an input for the network."""
 
 
+@functools.cache
+def picture_extensions():
+    """The file extensions of the formats Pillow opens (not those it only writes, such as PDF)."""
+    return frozenset(ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN)
+
+
 def is_picture_file(path):
-    """Whether `path` is a file with the extension of a format Pillow opens (not one it only writes: PDF)."""
-    opens = {ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN}
-    return Path(path).suffix.lower() in opens and Path(path).is_file()
+    """Whether `path` is a file with the extension of a format Pillow opens."""
+    return Path(path).suffix.lower() in picture_extensions() and Path(path).is_file()
 
 
 def open_grey(source, max_pixels=None):
