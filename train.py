@@ -202,16 +202,17 @@ def locked_run_dir(run_dir):
     """Create `run_dir` and keep it to this process while the block runs: a second train.py into it (from
     another terminal, say) is refused, since the two would overwrite each other's checkpoints and history
     and delete each other's files in the middle of being written. The lock goes with the process, however
-    it ends. A folder it made goes again if the run fails before writing anything (bad data, say)."""
-    made = not Path(run_dir).exists()
+    it ends. The folders it made go again if the run fails before writing anything (bad data, say)."""
+    path = Path(run_dir).absolute()
+    made = [folder for folder in (path, *path.parents) if not folder.exists()]  # innermost first
     cli.writable_folder(run_dir, "--run-dir")
     folder = lock_folder(run_dir)
     try:
         yield
     except BaseException:
-        if made:
-            with contextlib.suppress(OSError):  # not empty: the run wrote something, and it stays
-                Path(run_dir).rmdir()
+        with contextlib.suppress(OSError):  # not empty: the run wrote something, and it stays
+            for new_folder in made:
+                new_folder.rmdir()
         raise
     finally:
         if folder is not None:

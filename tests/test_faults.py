@@ -267,10 +267,10 @@ def test_cuda_on_a_machine_without_it_is_refused(tmp_path):
 
 
 def test_validation_split_larger_than_the_data_is_refused(real_mnist_dir, tmp_path):
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "runs" / "big-val"
     result = run_script("train.py", "--val-size", 60000, "--data-dir", real_mnist_dir, "--run-dir", run_dir)
     assert "--val-size must be between 1 and 59999" in one_line_error(result)
-    assert not run_dir.exists()
+    assert not (tmp_path / "runs").exists(), "the folders made for the run were left behind"
 
 
 def read_only_dir(tmp_path):
