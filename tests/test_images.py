@@ -96,6 +96,20 @@ def test_pencil_and_marker_strokes_come_out_mnist_wide(pen):
     assert low - 0.6 <= width <= high + 0.6, width
 
 
+def test_a_stroke_is_as_wide_with_or_without_a_margin_around_it():
+    bar = np.ones((20, 3), dtype=np.float32)  # a straight 1, cropped to its ink
+    assert images.stroke_width(bar) == images.stroke_width(np.pad(bar, 4)) > 0
+
+
+@pytest.mark.parametrize("pen", [4, 12, 32])
+def test_a_straight_one_comes_out_mnist_wide(pen):
+    picture = Image.new("L", (200, 200), 225)
+    ImageDraw.Draw(picture).line([(100, 30), (100, 170)], fill=30, width=pen)
+    width = images.stroke_width(images.digit_stages(picture)["mnist"])
+    low, _, high = images.MNIST_STROKE
+    assert low - 0.6 <= width <= high + 0.6, width
+
+
 def test_a_blurred_jpeg_photo_is_read_like_the_drawing(tmp_path):
     photo = shaded(on_paper(8, pen=14)).filter(ImageFilter.GaussianBlur(1.5))
     photo.save(tmp_path / "eight.jpg", quality=30)
