@@ -118,7 +118,12 @@ STROKE_WINDOW = 1.5  # on uneven paper, the paper is estimated over windows this
 
 def working_copy(grey):
     """The grey picture as floats in [0, 1], shrunk (by area) so that its longer side is at most WORKING_SIDE."""
-    full_scale = 65535.0 if grey.dtype != np.uint8 and grey.max() > 255 else 255.0
+    if grey.dtype == np.uint8:
+        full_scale = 255.0
+    elif grey.max() > 255:  # 16-bit
+        full_scale = 65535.0
+    else:  # a float picture in [0, 1], as numpy and scientific TIFFs keep them, or one in 0-255
+        full_scale = 1.0 if grey.max() <= 1 else 255.0
     grey = grey.astype(np.float32) / full_scale
     factor = WORKING_SIDE / max(grey.shape)
     if factor < 1:
@@ -160,7 +165,7 @@ def paper_removed(grey, is_alpha_ink):
         dark_ink = paper > (blocks.min() + blocks.max()) / 2
         return (paper - grey if dark_ink else grey - paper), drawn
     small = grey
-    while max(small.shape) > 80:
+    while max(small.shape) > 80 and min(small.shape) >= 2:  # a picture one pixel thin cannot shrink
         small = block_means(small)
     window = max(3, round(max(small.shape) / 2.5) | 1)
     # A median of rows, then of columns: as good a paper level here as the square window's, 15x quicker.

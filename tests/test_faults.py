@@ -426,6 +426,8 @@ def write_bad_images(folder):
     Image.fromarray((digit_array(4000) * 255).astype(np.uint8)).save(folder / "huge.png")
     Image.fromarray((digit_array(64) * 65535).astype(np.uint16)).save(folder / "sixteen-bit.png")
     Image.fromarray((255 - digit_array(64) * 255).astype(np.uint8)).convert("CMYK").save(folder / "cmyk.jpg")
+    # One pixel tall, ink in the middle: such a picture once sent images.py round a loop for ever.
+    Image.fromarray(np.repeat(np.uint8([230, 20, 230]), 40)[None]).save(folder / "one-row.png")
     return sorted(folder.iterdir())
 
 

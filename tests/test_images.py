@@ -110,6 +110,12 @@ def test_a_straight_one_comes_out_mnist_wide(pen):
     assert low - 0.6 <= width <= high + 0.6, width
 
 
+def test_a_float_picture_in_0_to_1_is_read_like_its_8_bit_copy(tmp_path):
+    picture = on_paper(7)
+    Image.fromarray(np.asarray(picture, dtype=np.float32) / 255).save(tmp_path / "seven.tiff")  # mode F
+    assert similarity(images.image_to_mnist(tmp_path / "seven.tiff"), images.image_to_mnist(picture)) > 0.99
+
+
 def test_a_blurred_jpeg_photo_is_read_like_the_drawing(tmp_path):
     photo = shaded(on_paper(8, pen=14)).filter(ImageFilter.GaussianBlur(1.5))
     photo.save(tmp_path / "eight.jpg", quality=30)
