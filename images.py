@@ -7,6 +7,7 @@ black.
 
 import functools
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,10 @@ WORKING_SIDE = 256  # pictures are analysed at most this large: plenty for a dig
 # from 179: not what a user's own large photo deserves.
 LARGEST_PICTURE = 250_000_000
 Image.MAX_IMAGE_PIXELS = None
+# A damaged file makes Pillow warn about its metadata ("Truncated File Read", "Tag data larger than
+# file"), lines of library noise among predict.py's one line per picture. The picture is read or
+# refused on its own: the warning adds nothing.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
 
 
 class ImageError(ValueError):
@@ -74,6 +79,8 @@ def open_grey(source, max_pixels=None):
             return alpha, True
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         return np.asarray(image, dtype=np.float32), False
+    if image.mode == "LAB":  # Pillow cannot convert it; its first band is the lightness
+        return np.asarray(image.getchannel("L")), False
     return np.asarray(image.convert("L")), False
 
 

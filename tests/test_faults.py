@@ -5,6 +5,7 @@ full disk, numerical blow-ups and bad images. conftest.py counts these tests and
 `faults: N tried, M survived` at the end of the run.
 """
 
+import io
 import json
 import os
 import resource
@@ -426,6 +427,10 @@ def write_bad_images(folder):
     Image.fromarray((digit_array(4000) * 255).astype(np.uint8)).save(folder / "huge.png")
     Image.fromarray((digit_array(64) * 65535).astype(np.uint16)).save(folder / "sixteen-bit.png")
     Image.fromarray((255 - digit_array(64) * 255).astype(np.uint8)).convert("CMYK").save(folder / "cmyk.jpg")
+    # Cut short: Pillow warns about its metadata, then refuses it; the warning must not add lines.
+    tiff = io.BytesIO()
+    Image.new("L", (64, 64), 200).save(tiff, "TIFF")
+    (folder / "truncated.tiff").write_bytes(tiff.getvalue()[:100])
     # One pixel tall, ink in the middle: such a picture once sent images.py round a loop for ever.
     Image.fromarray(np.repeat(np.uint8([230, 20, 230]), 40)[None]).save(folder / "one-row.png")
     return sorted(folder.iterdir())
@@ -446,7 +451,7 @@ def test_predict_survives_bad_images_and_classifies_the_rest(trained_run, tmp_pa
     assert len(out) + len(err) == len(paths) + 1, "every file gets exactly one line"
     for path in paths + [good]:
         assert sum(line.startswith(f"{path}: ") for line in out + err) == 1, path
-    for name in ["empty.png", "text.png", "one-pixel.png", "blank.png"]:
+    for name in ["empty.png", "text.png", "one-pixel.png", "blank.png", "truncated.tiff"]:
         assert any(line.startswith(f"{tmp_path / 'images' / name}: error: ") for line in err), name
     # the file system's reason, without its repeating the path the line starts with
     assert f"{tmp_path / 'missing.png'}: error: cannot read image: No such file or directory" in err

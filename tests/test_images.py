@@ -116,6 +116,12 @@ def test_a_float_picture_in_0_to_1_is_read_like_its_8_bit_copy(tmp_path):
     assert similarity(images.image_to_mnist(tmp_path / "seven.tiff"), images.image_to_mnist(picture)) > 0.99
 
 
+def test_a_lab_tiff_is_read_like_its_rgb_copy(tmp_path):
+    picture = on_paper(4).convert("RGB")
+    picture.convert("LAB").save(tmp_path / "four.tiff")  # a colour mode Pillow cannot turn grey
+    assert similarity(images.image_to_mnist(tmp_path / "four.tiff"), images.image_to_mnist(picture)) > 0.99
+
+
 def test_a_blurred_jpeg_photo_is_read_like_the_drawing(tmp_path):
     photo = shaded(on_paper(8, pen=14)).filter(ImageFilter.GaussianBlur(1.5))
     photo.save(tmp_path / "eight.jpg", quality=30)
