@@ -84,6 +84,15 @@ def open_grey(source, max_pixels=None):
     return np.asarray(image.convert("L")), False
 
 
+def white_of(grey):
+    """The value white has in a grey picture from open_grey: 255, 65535 in a 16-bit one, and 1 in a float
+    one in [0, 1], as numpy and scientific TIFFs keep them."""
+    if grey.dtype == np.uint8:
+        return 255.0
+    lightest = float(grey.max())
+    return 65535.0 if lightest > 255 else 1.0 if lightest <= 1 else 255.0
+
+
 def border_of(grey):
     """The pixels along the picture's four edges: where the paper is, whatever the digit."""
     return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
@@ -98,8 +107,7 @@ def crop_to_ink(grey, is_alpha_ink, min_contrast=0.05, threshold=0.2):
     darkest, lightest = float(grey.min()), float(grey.max())
     dark_ink = not is_alpha_ink and background > (darkest + lightest) / 2
     peak = background - darkest if dark_ink else lightest - background
-    full_scale = 65535.0 if (lightest - darkest if dark_ink else lightest) > 255 else 255.0
-    if peak < min_contrast * full_scale:
+    if peak < min_contrast * white_of(grey):
         raise ImageError("nothing found: the image is blank (or has almost no contrast)")
     # Crop first, so that the float arithmetic below touches only the box.
     inked = grey < background - threshold * peak if dark_ink else grey > background + threshold * peak
@@ -125,13 +133,7 @@ STROKE_WINDOW = 1.5  # on uneven paper, the paper is estimated over windows this
 
 def working_copy(grey):
     """The grey picture as floats in [0, 1], shrunk (by area) so that its longer side is at most WORKING_SIDE."""
-    if grey.dtype == np.uint8:
-        full_scale = 255.0
-    elif grey.max() > 255:  # 16-bit
-        full_scale = 65535.0
-    else:  # a float picture in [0, 1], as numpy and scientific TIFFs keep them, or one in 0-255
-        full_scale = 1.0 if grey.max() <= 1 else 255.0
-    grey = grey.astype(np.float32) / full_scale
+    grey = grey.astype(np.float32) / white_of(grey)
     factor = WORKING_SIDE / max(grey.shape)
     if factor < 1:
         size = (max(1, round(grey.shape[1] * factor)), max(1, round(grey.shape[0] * factor)))

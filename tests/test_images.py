@@ -110,10 +110,12 @@ def test_a_straight_one_comes_out_mnist_wide(pen):
     assert low - 0.6 <= width <= high + 0.6, width
 
 
-def test_a_float_picture_in_0_to_1_is_read_like_its_8_bit_copy(tmp_path):
+@pytest.mark.parametrize("dataset", [data.MNIST, data.FASHION_MNIST], ids=lambda d: d.name)
+def test_a_float_picture_in_0_to_1_is_read_like_its_8_bit_copy(tmp_path, dataset):
     picture = on_paper(7)
     Image.fromarray(np.asarray(picture, dtype=np.float32) / 255).save(tmp_path / "seven.tiff")  # mode F
-    assert similarity(images.image_to_mnist(tmp_path / "seven.tiff"), images.image_to_mnist(picture)) > 0.99
+    read = images.to_input(tmp_path / "seven.tiff", dataset)
+    assert similarity(read, images.to_input(picture, dataset)) > 0.99
 
 
 def test_a_lab_tiff_is_read_like_its_rgb_copy(tmp_path):
