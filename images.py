@@ -127,7 +127,10 @@ def fit(ink, size):
     return np.clip(np.asarray(resized, dtype=np.float32), 0, 1)
 
 
-MNIST_STROKE = (4.15, 4.7, 5.66)  # 10th percentile, median, 90th of stroke_width() over MNIST's training digits
+# stroke_width() over MNIST's training digits: 10th percentile, 75th, 90th. A digit's strokes outside the
+# 10th-90th band are brought to the 75th: a little bolder than MNIST's median (4.7) read better on the
+# external tuning sets (99.56% against 99.46% of 2,700 pictures, seeds 0-4).
+MNIST_STROKE = (4.15, 5.15, 5.66)
 STROKE_WINDOW = 1.5  # on uneven paper, the paper is estimated over windows this many stroke widths wide
 
 
