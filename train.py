@@ -204,7 +204,7 @@ def locked_run_dir(run_dir):
     and delete each other's files in the middle of being written. The lock goes with the process, however
     it ends. The folders it made go again if the run fails before writing anything (bad data, say)."""
     path = Path(run_dir).absolute()
-    made = [folder for folder in (path, *path.parents) if not folder.exists()]  # innermost first
+    made = [p for p in (path, *path.parents) if not p.exists()]  # innermost first
     cli.writable_folder(run_dir, "--run-dir")
     folder = lock_folder(run_dir)
     try:
