@@ -48,6 +48,16 @@ def test_a_shadow_and_uneven_light_are_taken_out(digit):
     assert similarity(images.image_to_mnist(shaded(on_paper(digit))), clean) > 0.9
 
 
+@pytest.mark.parametrize("digit, k", [(6, 117), (5, 4)])
+def test_a_faint_pencil_digit_on_grainy_paper_is_found_without_the_grain(digit, k):
+    # Two of make_external.py's tuning pictures (low contrast, paper texture, uneven light), where the
+    # first looks took the paper's grain round the digit for ink.
+    rng = make_external.rng_for("tune", "strokes", make_external.STROKE_SEEDS["tune"], digit, k)
+    drawing = make_external.stroke_digit(digit, rng)
+    photo, _, _ = make_external.photograph(drawing, rng)
+    assert similarity(images.image_to_mnist(photo), images.image_to_mnist(drawing)) > 0.9
+
+
 def test_light_ink_on_a_dark_shaded_board_is_read_as_ink():
     board = shaded(Image.eval(on_paper(5), lambda v: 255 - v))  # chalk on a board, then the light on it
     assert similarity(images.image_to_mnist(board), images.image_to_mnist(on_paper(5))) > 0.9
