@@ -185,17 +185,17 @@ def paper_removed(grey, is_alpha_ink):
     # A median of rows, then of columns: as good a paper level here as the square window's, 15x quicker.
     departures = small - ndimage.median_filter(ndimage.median_filter(small, (1, window)), (window, 1))
     dark_ink = np.clip(-departures - 0.05, 0, None).sum() > np.clip(departures - 0.05, 0, None).sum()
-    window = max(grey.shape) / 3
-    ink = ink_against_paper(grey, dark_ink, window)
+    paper_window = max(grey.shape) / 3
+    ink = ink_against_paper(grey, dark_ink, paper_window)
     # Then looks with a window a few of the digit's strokes wide: it follows a textured or unevenly lit
     # page far closer than one wide enough for the boldest strokes. Grain of the paper that a wider look
     # took for ink makes the strokes seem wider than they are, so look again while the window shrinks.
     for _ in range(MAX_STROKE_LOOKS):
         width = STROKE_WINDOW * stroke_width(digit_mask(ink).astype(np.float32))
-        if not 0 < width < window:
+        if not 0 < width < paper_window:
             break
-        window = width
-        ink = ink_against_paper(grey, dark_ink, window)
+        paper_window = width
+        ink = ink_against_paper(grey, dark_ink, paper_window)
     return ink, False
 
 
