@@ -140,6 +140,26 @@ def test_a_blurred_jpeg_photo_is_read_like_the_drawing(tmp_path):
     assert similarity(images.image_to_mnist(tmp_path / "eight.jpg"), images.image_to_mnist(on_paper(8))) > 0.85
 
 
+@pytest.mark.parametrize("side", [28, 40])
+def test_a_digit_in_a_small_picture_is_read_like_its_large_self(side):
+    # Pictures under images.SMALLEST_SIDE are enlarged before the paper and the strokes are measured.
+    for digit in range(10):
+        for pen in (8, 24):
+            large = on_paper(digit, pen=pen)
+            small = large.resize((side, side), Image.Resampling.BOX)
+            assert similarity(images.image_to_mnist(small), images.image_to_mnist(large)) > 0.85, (digit, pen)
+
+
+def test_an_8x8_digit_that_touches_its_edges_is_found():
+    # scikit-learn's UCI digit 569 (an 8 filling its 8x8 box): read as blank when analysed at 8 pixels.
+    pixels = np.array([[0, 0, 0, 6, 14, 4, 0, 0], [0, 0, 4, 13, 2, 12, 0, 0], [0, 0, 8, 6, 0, 12, 0, 0],
+                       [0, 0, 2, 12, 6, 14, 0, 0], [0, 0, 1, 12, 16, 9, 0, 0], [0, 0, 13, 11, 6, 11, 0, 0],
+                       [0, 0, 9, 11, 2, 7, 8, 0], [0, 0, 0, 5, 10, 15, 13, 0]])
+    picture = Image.fromarray((255 - pixels * 255 // 16).astype(np.uint8))
+    assert images.working_copy(np.asarray(picture)).shape == (images.SMALLEST_SIDE,) * 2
+    assert ink_of(images.image_to_mnist(picture)).max() > 0.9
+
+
 def test_blank_or_flat_pictures_say_no_digit():
     for picture in (Image.new("L", (120, 120), 200), shaded(Image.new("L", (120, 120), 220))):
         with pytest.raises(images.ImageError, match="no digit found"):
