@@ -1,16 +1,20 @@
 """Build the external test sets: digits from outside MNIST, as people write, draw and photograph them.
 
-    python make_external.py                      # data/external/tune and data/external/heldout
+    python make_external.py                      # data/external/{tune,heldout,uci-tune,uci-heldout}
     python evaluate.py --images data/external/heldout
 
-Two sources, both deterministic: the digit glyphs of handwriting fonts from Debian's packages (each font
-is checked to draw ten distinct digits of its own), and strokes.py's pen strokes, jittered, slanted and
-drawn with pens from pencil-thin to marker-thick. Each picture is then "photographed": paper texture,
-uneven light, a shadow, blur, JPEG compression, low contrast, a small digit in a large picture, or light
-ink on a dark board, in random combinations. The fonts are split between the two sets, so the held-out
-set has handwriting styles the tuning set never showed; the held-out set is only ever reported, never
-used for a choice. The sets are written in torchvision's ImageFolder layout: SET/0/..., ..., SET/9/...,
-with preprocessing.png beside them: how images.py reads a few of the pictures, stage by stage.
+The photographed sets, tune and heldout, come from two deterministic sources: the digit glyphs of
+handwriting fonts from Debian's packages (each font is checked to draw ten distinct digits of its own),
+and strokes.py's pen strokes, jittered, slanted and drawn with pens from pencil-thin to marker-thick.
+Each picture is then "photographed": paper texture, uneven light, a shadow, blur, JPEG compression, low
+contrast, a small digit in a large picture, or light ink on a dark board, in random combinations. The
+fonts are split between the two sets, so the held-out set has handwriting styles the tuning set never
+showed. The uci sets are real handwriting: the 1,797 digits of the UCI handwritten digits' test set (13
+writers, none of them MNIST's), as scikit-learn ships them, 8x8 pixels of 17 grey levels, dark on white;
+the even-numbered go to uci-tune, the odd to uci-heldout (the same writers in both). A held-out set is
+only ever reported, never used for a choice. The sets are written in torchvision's ImageFolder layout:
+SET/0/..., ..., SET/9/..., with preprocessing.png beside them: how images.py reads a few of the pictures,
+stage by stage.
 """
 
 import math
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from sklearn.datasets import load_digits
 
 import cli
 import data
@@ -214,11 +219,27 @@ def build(out, per_font=6, per_stroke=30):
     return counts
 
 
+def write_uci(out):
+    """Write scikit-learn's copy of the UCI handwritten digits (8x8, values 0-16) as dark-on-white PNGs:
+    the even-numbered under out/uci-tune, the odd under out/uci-heldout. Returns {set: number of pictures}."""
+    digits = load_digits()
+    counts = {}
+    for split, first in (("uci-tune", 0), ("uci-heldout", 1)):
+        target = Path(out) / split
+        shutil.rmtree(target, ignore_errors=True)
+        for i in range(first, len(digits.images), 2):
+            pixels = np.round(255 - digits.images[i] * (255 / 16)).astype(np.uint8)
+            with data.atomic_write(target / str(digits.target[i]) / f"uci-{i:04d}.png") as f:
+                Image.fromarray(pixels).save(f, format="PNG")
+        counts[split] = len(range(first, len(digits.images), 2))
+    return counts
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         cli.writable_folder(args.out, "--out")
-        counts = build(args.out, args.per_font, args.per_stroke)
+        counts = build(args.out, args.per_font, args.per_stroke) | write_uci(args.out)
     except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
     for split, count in counts.items():
