@@ -15,7 +15,8 @@ so that the run's own results stay those of its best.pt.
 With --images DIR it evaluates a folder of labelled images of any format instead (DIR/0/..., ...,
 DIR/9/..., torchvision's ImageFolder layout; for Fashion-MNIST the folders may carry the class names),
 each prepared as predict.py prepares it, and writes its results to external-<DIR's name>/ in the
-checkpoint's results folder, leaving the test-set outputs as they are.
+checkpoint's results folder, leaving the test-set outputs as they are: the same metrics, and how well the
+confidences are calibrated there, with the temperature fitted on the validation split if one is.
 """
 
 import csv
@@ -49,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--images", metavar="DIR", default=None,
                    help="evaluate a folder of labelled images (DIR/0/..., ..., DIR/9/...) instead of the test set")
     return p.parse_args(argv)
+
+
+CONFIDENCES = (("as trained", "before"), ("calibrated", "after"))  # the rows of a calibration table
 
 
 def compute_metrics(labels, predictions, classes=data.MNIST.classes):
@@ -160,11 +164,22 @@ def format_report(metrics):
               for name, row in zip(names, metrics["confusion_matrix"])]
     if "calibration" in metrics:
         c = metrics["calibration"]
-        lines += ["", f"calibration (temperature {c['temperature']:.3f}, fitted on {c['fitted_on']})",
-                  "                ECE       NLL     Brier"]
+        fitted = (f"temperature {c['temperature']:.3f}, fitted on {c['fitted_on']}" if c["after"] else
+                  "no temperature fitted yet: python evaluate.py on the checkpoint fits one")
+        lines += ["", f"calibration ({fitted})", "                ECE       NLL     Brier"]
         lines += [f"{name:<12}{c[key]['ece']:>8.2%}{c[key]['nll']:>10.4f}{c[key]['brier']:>10.4f}"
-                  for name, key in (("as trained", "before"), ("calibrated", "after"))]
+                  for name, key in CONFIDENCES if c[key]]
     return "\n".join(lines)
+
+
+def calibration_table(c):
+    """The markdown table of metrics["calibration"], after a line saying where its temperature came from."""
+    fitted = (f"Softmax temperature {c['temperature']:.3f}, fitted on {c['fitted_on']} (Guo et al. 2017); "
+              f"predict.py and serve.py apply it." if c["after"] else
+              "No temperature fitted yet: `python evaluate.py` on the checkpoint fits one on the validation split.")
+    return (f"{fitted}\n\n| confidences | ECE (15 bins) | NLL | Brier |\n|---|---|---|---|\n"
+            + "\n".join(f"| {name} | {c[key]['ece']:.2%} | {c[key]['nll']:.4f} | {c[key]['brier']:.4f} |"
+                        for name, key in CONFIDENCES if c[key]))
 
 
 def write_predictions(path, labels, predictions, confidences, classes):
@@ -191,17 +206,12 @@ def write_report(path, metrics, plots):
     table = "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {c['name']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
         for c in metrics["per_class"])
-    c = metrics["calibration"]
-    calibration_table = (
-        f"Softmax temperature {c['temperature']:.3f}, fitted on {c['fitted_on']} (Guo et al. 2017); "
-        f"predict.py and serve.py apply it.\n\n| confidences | ECE (15 bins) | NLL | Brier |\n|---|---|---|---|\n"
-        + "\n".join(f"| {name} | {c[key]['ece']:.2%} | {c[key]['nll']:.4f} | {c[key]['brier']:.4f} |"
-                    for name, key in (("as trained", "before"), ("calibrated", "after"))))
     figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
     text = (f"# {metrics['dataset']} test-set report\n\n"
             f"Checkpoint `{metrics['checkpoint']}` (epoch {metrics['epoch']}), "
             f"evaluated on the {sum(c['support'] for c in metrics['per_class'])} test images.\n\n"
-            f"{headline}\n\n## Per class\n\n{table}\n\n## Calibration\n\n{calibration_table}\n\n"
+            f"{headline}\n\n## Per class\n\n{table}\n\n"
+            f"## Calibration\n\n{calibration_table(metrics['calibration'])}\n\n"
             f"## Plots\n\nGrad-CAM (Selvaraju et al. 2017) is taken on the last convolution's 14x14 output: it "
             f"shows which parts of the image pushed the network toward a class, and is less noisy than raw input "
             f"gradients at this size. The feature map is a seeded t-SNE of 2,000 test images, every mistake "
@@ -285,14 +295,18 @@ def evaluate_folder(args, trained, results):
     checkpoint's `results` folder."""
     path, checkpoint, dataset = trained.path, trained.checkpoint, trained.dataset
     inputs, labels, paths, problems = read_image_folder(args.images, dataset)
-    probabilities = torch.cat([runtime.probabilities(trained.model, x, trained.precision, trained.temperature or 1.0)
-                               for x in inputs.split(args.batch_size)])
-    confidences, predictions = probabilities.max(1)
+    logits = torch.cat([runtime.logits_of(trained.model, x, trained.precision) for x in inputs.split(args.batch_size)])
+    temperature = trained.temperature
+    confidences, predictions = (logits / (temperature or 1.0)).softmax(1).max(1)
     name = Path(args.images).resolve().name
     out_dir = checkpoints.external_dir(results, name)
     metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
     metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    images=len(labels), unreadable=problems)
+    # Whether the confidences, calibrated on MNIST's own validation split, can be trusted on these images too.
+    metrics["calibration"] = {"temperature": temperature, "fitted_on": "the run's validation split",
+                              "before": calibration(logits, labels),
+                              "after": calibration(logits / temperature, labels) if temperature else None}
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} images of {args.images}"
           + (f"; {len(problems)} could not be read" if problems else "") + "\n")
     print(format_report(metrics))
@@ -305,7 +319,9 @@ def evaluate_folder(args, trained, results):
     seen = (data.denormalize(inputs[:, 0], dataset).clamp(0, 1) * 255).round().byte().numpy()
     plots = [plot.plot_confusion_matrix(metrics["confusion_matrix"], dataset.classes, out_dir / "confusion_matrix.png"),
              plot.plot_misclassified(seen, labels.numpy(), predictions.numpy(), confidences.numpy(), dataset.classes,
-                                     out_dir / "misclassified.png")]
+                                     out_dir / "misclassified.png"),
+             plot.plot_reliability(metrics["calibration"]["before"], metrics["calibration"]["after"], temperature,
+                                   out_dir / "reliability.png", f"{name}, {len(labels)} images")]
     headline = (f"| images | accuracy | precision (macro) | recall (macro) |\n|---|---|---|---|\n"
                 f"| {len(labels)} | {metrics['accuracy']:.2%} | {metrics['precision_macro']:.4f} | "
                 f"{metrics['recall_macro']:.4f} |")
@@ -313,7 +329,8 @@ def evaluate_folder(args, trained, results):
     with data.atomic_write(out_dir / "report.md", "w") as f:
         f.write(f"# {name}: external images\n\nCheckpoint `{path}` (epoch {metrics['epoch']}) on `{args.images}`, "
                 f"each image prepared as predict.py prepares it (the mistakes show the 28x28 input the network "
-                f"read).\n\n{headline}\n\n{figures}\n")
+                f"read).\n\n{headline}\n\n## Calibration\n\n{calibration_table(metrics['calibration'])}\n\n"
+                f"{figures}\n")
     print(f"\nwrote metrics.json, predictions.csv, report.md and {len(plots)} plots to {out_dir}")
     return metrics
 
@@ -358,7 +375,7 @@ def evaluate(args):
                                          out_dir / "misclassified.png"))
     calibrated = metrics["calibration"]
     plots.append(plot.plot_reliability(calibrated["before"], calibrated["after"], temperature,
-                                       out_dir / "reliability.png"))
+                                       out_dir / "reliability.png", f"test set, {len(labels)} images"))
     plots += explain(model, test_images, labels, predictions, confidences, features.numpy(), dataset, out_dir)
     write_report(out_dir / "report.md", metrics, plots)
     print(f"\nwrote metrics.json, predictions.csv, temperature.json, report.md and {len(plots)} plots to {out_dir}")

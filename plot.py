@@ -134,12 +134,14 @@ def plot_misclassified(images, labels, predictions, confidences, classes, path, 
     return save(fig, path)
 
 
-def plot_reliability(before, after, temperature, path):
-    """Reliability diagrams before and after temperature scaling: accuracy against confidence per bin
-    (a calibrated model sits on the diagonal), with how many images fall in each bin below."""
-    fig, axes = plt.subplots(2, 2, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for column, (name, result) in enumerate([("softmax as trained", before),
-                                              (f"temperature {temperature:.2f}", after)]):
+def plot_reliability(before, after, temperature, path, what="test set"):
+    """Reliability diagrams of `what` before and after temperature scaling (`after` None: before only):
+    accuracy against confidence per bin (a calibrated model sits on the diagonal), with how many images
+    fall in each bin below."""
+    panels = [("softmax as trained", before)] + ([(f"temperature {temperature:.2f}", after)] if after else [])
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 6), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]})
+    for column, (name, result) in enumerate(panels):
         bins = result["bins"]
         count = len(bins["count"])
         centres = (np.arange(count) + 0.5) / count
@@ -156,7 +158,7 @@ def plot_reliability(before, after, temperature, path):
         top.legend(loc="upper left", fontsize=8)
         bottom.bar(centres, bins["count"], width=1 / count, color="grey")
         bottom.set(yscale="log", xlabel="confidence (top probability)", ylabel="images")
-    fig.suptitle("Reliability diagram (test set, 15 bins)")
+    fig.suptitle(f"Reliability diagram ({what}, 15 bins)")
     fig.tight_layout()
     return save(fig, path)
 

@@ -133,13 +133,18 @@ def release_freed_memory():
 
 
 @torch.inference_mode()
-def probabilities(model, x, precision="fp32", temperature=1.0):
-    """Softmax probabilities [N, 10] of logits / temperature, on the CPU, for normalized inputs
-    [N, 1, 28, 28] on any device."""
+def logits_of(model, x, precision="fp32"):
+    """Logits [N, 10] (float32, on the CPU) for normalized inputs [N, 1, 28, 28] on any device."""
     device = next(model.parameters()).device
     x = x.to(device).contiguous(memory_format=memory_format(device))
     with autocast(device, precision):
-        return (model(x).float() / temperature).softmax(1).cpu()
+        return model(x).float().cpu()
+
+
+def probabilities(model, x, precision="fp32", temperature=1.0):
+    """Softmax probabilities [N, 10] of logits / temperature, on the CPU, for normalized inputs
+    [N, 1, 28, 28] on any device."""
+    return (logits_of(model, x, precision) / temperature).softmax(1)
 
 
 @torch.inference_mode()

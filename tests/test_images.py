@@ -12,6 +12,7 @@ from conftest import one_line_error, run_script
 from PIL import Image, ImageDraw, ImageFilter
 from sklearn.datasets import load_digits
 
+import checkpoints
 import cli
 import data
 import evaluate
@@ -240,6 +241,42 @@ def test_evaluate_images_reports_an_external_set(external, trained_run):
     assert f"accuracy            {metrics['accuracy']:.4f}" in result.stdout
     after = (run_dir / "metrics.json").read_bytes() if (run_dir / "metrics.json").exists() else None
     assert after == before  # the MNIST outputs are left as they are
+
+
+def expected_calibration_error(rows, bins=15):
+    """ECE recomputed from predictions.csv: |right answers - confidences| summed per confidence bin, over N."""
+    confidences = np.array([float(r["confidence"]) for r in rows])
+    right = np.array([r["label"] == r["prediction"] for r in rows], dtype=float)
+    index = np.clip(np.ceil(confidences * bins) - 1, 0, bins - 1).astype(int)  # bins (k/15, (k+1)/15]
+    gaps = np.bincount(index, right, bins) - np.bincount(index, confidences, bins)
+    return np.abs(gaps).sum() / len(rows)
+
+
+def test_evaluate_images_reports_calibration_with_the_fitted_temperature(external, trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(trained_run[0] / "best.pt", run_dir)  # no temperature.json yet
+    out = run_dir / "external-tune"
+
+    def evaluate_tune():
+        result = run_script("evaluate.py", "--run-dir", run_dir, "--images", external / "tune")
+        assert result.returncode == 0, result.stderr
+        with open(out / "predictions.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return result, json.loads((out / "metrics.json").read_text())["calibration"], rows
+
+    result, calibrated, rows = evaluate_tune()
+    assert calibrated["temperature"] is None and calibrated["after"] is None
+    assert "no temperature fitted yet" in result.stdout
+    assert calibrated["before"]["ece"] == pytest.approx(expected_calibration_error(rows), abs=1e-4)
+    assert (out / "reliability.png").is_file()
+
+    checkpoints.save_temperature(run_dir / "best.pt", checkpoints.load(run_dir / "best.pt"), 0.5, "a test")
+    result, calibrated, rows = evaluate_tune()
+    assert calibrated["temperature"] == 0.5 and "temperature 0.500" in result.stdout
+    assert calibrated["after"]["ece"] == pytest.approx(expected_calibration_error(rows), abs=1e-4)
+    assert calibrated["after"]["ece"] != pytest.approx(calibrated["before"]["ece"], abs=1e-3)
+    assert "| calibrated |" in (out / "report.md").read_text()
 
 
 def test_evaluate_images_refuses_a_folder_without_class_folders(trained_run, tmp_path):
