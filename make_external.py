@@ -227,11 +227,12 @@ def write_uci(out):
     for split, first in (("uci-tune", 0), ("uci-heldout", 1)):
         target = Path(out) / split
         shutil.rmtree(target, ignore_errors=True)
-        for i in range(first, len(digits.images), 2):
+        numbers = range(first, len(digits.images), 2)
+        for i in numbers:
             pixels = np.round(255 - digits.images[i] * (255 / 16)).astype(np.uint8)
             with data.atomic_write(target / str(digits.target[i]) / f"uci-{i:04d}.png") as f:
                 Image.fromarray(pixels).save(f, format="PNG")
-        counts[split] = len(range(first, len(digits.images), 2))
+        counts[split] = len(numbers)
     return counts
 
 
