@@ -10,11 +10,11 @@ Each picture is then "photographed": paper texture, uneven light, a shadow, blur
 contrast, a small digit in a large picture, or light ink on a dark board, in random combinations. The
 fonts are split between the two sets, so the held-out set has handwriting styles the tuning set never
 showed. The uci sets are real handwriting: the 1,797 digits of the UCI handwritten digits' test set (13
-writers, none of them MNIST's), as scikit-learn ships them, 8x8 pixels of 17 grey levels, dark on white;
-the even-numbered go to uci-tune, the odd to uci-heldout (the same writers in both). A held-out set is
-only ever reported, never used for a choice. The sets are written in torchvision's ImageFolder layout:
-SET/0/..., ..., SET/9/..., with preprocessing.png beside them: how images.py reads a few of the pictures,
-stage by stage.
+writers, collected apart from MNIST's), as scikit-learn ships them, 8x8 pixels of 17 grey levels, dark on
+white; the even-numbered go to uci-tune, the odd to uci-heldout (the same writers in both). A held-out
+set is only ever reported, never used for a choice. The sets are written in torchvision's ImageFolder
+layout: SET/0/..., ..., SET/9/..., with preprocessing.png beside them: how images.py reads a few of the
+pictures, stage by stage.
 """
 
 import math
