@@ -53,6 +53,7 @@ def parse_args(argv=None):
 
 
 CONFIDENCES = (("as trained", "before"), ("calibrated", "after"))  # the rows of a calibration table
+SURE_ENOUGH = (0.5, 0.9, 0.99)  # answering only at or above these confidences: how many answers, how many right
 
 
 def compute_metrics(labels, predictions, classes=data.MNIST.classes):
@@ -79,7 +80,9 @@ def calibration(logits, labels, bins=15):
 
     Expected calibration error over `bins` equal-width confidence bins (Guo et al. 2017), the mean
     negative log-likelihood, and the Brier score (squared error of the probability vector, summed over
-    the ten classes, averaged over images); with each bin's count, accuracy and mean confidence.
+    the ten classes, averaged over images); with each bin's count, accuracy and mean confidence; and,
+    answering only at a confidence of at least each of SURE_ENOUGH, the share of images answered and the
+    accuracy of those answers (None where none is that sure).
     """
     probabilities = logits.float().softmax(1)
     confidences, predictions = probabilities.max(1)
@@ -93,9 +96,12 @@ def calibration(logits, labels, bins=15):
     mean_confidence = torch.where(filled, confidence_sums / counts.clamp(min=1), torch.nan)
     ece = ((hits - confidence_sums).abs().sum() / len(labels)).item()
     brier = (probabilities - F.one_hot(labels, probabilities.shape[1])).square().sum(1).mean().item()
+    answered = [{"confidence": least, "share": (confidences >= least).double().mean().item(),
+                 "accuracy": correct[confidences >= least].mean().item() if (confidences >= least).any() else None}
+                for least in SURE_ENOUGH]
     return {"ece": ece, "nll": F.cross_entropy(logits.float(), labels).item(), "brier": brier,
             "bins": {"count": counts.long().tolist(), "accuracy": accuracy.tolist(),
-                     "confidence": mean_confidence.tolist()}}
+                     "confidence": mean_confidence.tolist()}, "answered": answered}
 
 
 def fit_temperature(logits, labels):
@@ -169,7 +175,17 @@ def format_report(metrics):
         lines += ["", f"calibration ({fitted})", "                ECE       NLL     Brier"]
         lines += [f"{name:<12}{c[key]['ece']:>8.2%}{c[key]['nll']:>10.4f}{c[key]['brier']:>10.4f}"
                   for name, key in CONFIDENCES if c[key]]
+        name, key = trusted(c)
+        lines += ["", f"answering only when sure ({name} confidences)"]
+        lines += [f"  at least {a['confidence']:.0%}: {a['share']:.2%} of the images"
+                  + (f", {a['accuracy']:.2%} of them right" if a["accuracy"] is not None else "")
+                  for a in c[key]["answered"]]
     return "\n".join(lines)
+
+
+def trusted(c):
+    """(name, key) of the confidences predict.py and serve.py give: calibrated if a temperature is fitted."""
+    return CONFIDENCES[1] if c["after"] else CONFIDENCES[0]
 
 
 def calibration_table(c):
@@ -177,9 +193,15 @@ def calibration_table(c):
     fitted = (f"Softmax temperature {c['temperature']:.3f}, fitted on {c['fitted_on']} (Guo et al. 2017); "
               f"predict.py and serve.py apply it." if c["after"] else
               "No temperature fitted yet: `python evaluate.py` on the checkpoint fits one on the validation split.")
+    name, key = trusted(c)
     return (f"{fitted}\n\n| confidences | ECE (15 bins) | NLL | Brier |\n|---|---|---|---|\n"
             + "\n".join(f"| {name} | {c[key]['ece']:.2%} | {c[key]['nll']:.4f} | {c[key]['brier']:.4f} |"
-                        for name, key in CONFIDENCES if c[key]))
+                        for name, key in CONFIDENCES if c[key])
+            + f"\n\nAnswering only when sure ({name} confidences):\n\n"
+            + "| confidence at least | images answered | of them right |\n|---|---|---|\n"
+            + "\n".join(f"| {a['confidence']:.0%} | {a['share']:.2%} | "
+                        + (f"{a['accuracy']:.2%} |" if a["accuracy"] is not None else "— |")
+                        for a in c[key]["answered"]))
 
 
 def write_predictions(path, labels, predictions, confidences, classes):

@@ -116,6 +116,16 @@ def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, tmp_pat
         assert sum(calibration[when]["bins"]["count"]) == 10000
     assert calibration["after"]["nll"] <= calibration["before"]["nll"] + 1e-6
     assert f"calibration (temperature {calibration['temperature']:.3f}" in result.stdout
+    # Answering only when sure, counted again from predictions.csv (its confidences are the calibrated ones;
+    # they are rounded to 6 decimals, which may move an image or two across a threshold).
+    assert "answering only when sure (calibrated confidences)" in result.stdout
+    with open(run_dir / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for answered in calibration["after"]["answered"]:
+        sure = [r for r in rows if float(r["confidence"]) >= answered["confidence"]]
+        assert answered["share"] == pytest.approx(len(sure) / len(rows), abs=3e-4)
+        right = [r["label"] == r["prediction"] for r in sure]
+        assert answered["accuracy"] == (pytest.approx(np.mean(right), abs=3e-3) if right else None)
     kept = json.loads((run_dir / "temperature.json").read_text())
     assert kept["checkpoint"] == "best.pt" and kept["temperature"] == calibration["temperature"]
     # predict.py prints softmax(logits / T) for the same checkpoint.
@@ -226,6 +236,15 @@ def test_ece_nll_and_brier_match_hand_worked_values():
     bins = result["bins"]
     assert sum(bins["count"]) == 4 and bins["count"][13] == 2 and bins["count"][9] == 2  # (13/15, 14/15], (9/15, 10/15]
     assert bins["accuracy"][13] == 0.5 and bins["confidence"][9] == pytest.approx(0.62, abs=1e-6)
+
+
+def test_answering_only_when_sure_counts_the_answers_and_their_accuracy():
+    # Two images at confidence 0.95 (one right), three at 0.62 (all right), one at 0.3 (wrong).
+    logits = logits_from([top(0.95, 0)] * 2 + [top(0.62, 2)] * 3 + [top(0.3, 4)])
+    result = evaluate.calibration(logits, torch.tensor([0, 1, 2, 2, 2, 5]))
+    answered = {a["confidence"]: (a["share"], a["accuracy"]) for a in result["answered"]}
+    assert answered[0.5] == pytest.approx((5 / 6, 4 / 5)) and answered[0.9] == pytest.approx((2 / 6, 1 / 2))
+    assert answered[0.99] == (0.0, None)
 
 
 def test_a_perfectly_calibrated_set_has_zero_ece():
