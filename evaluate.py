@@ -96,9 +96,11 @@ def calibration(logits, labels, bins=15):
     mean_confidence = torch.where(filled, confidence_sums / counts.clamp(min=1), torch.nan)
     ece = ((hits - confidence_sums).abs().sum() / len(labels)).item()
     brier = (probabilities - F.one_hot(labels, probabilities.shape[1])).square().sum(1).mean().item()
-    answered = [{"confidence": least, "share": (confidences >= least).double().mean().item(),
-                 "accuracy": correct[confidences >= least].mean().item() if (confidences >= least).any() else None}
-                for least in SURE_ENOUGH]
+    answered = []
+    for least in SURE_ENOUGH:
+        sure = confidences >= least
+        answered.append({"confidence": least, "share": sure.double().mean().item(),
+                         "accuracy": correct[sure].mean().item() if sure.any() else None})
     return {"ece": ece, "nll": F.cross_entropy(logits.float(), labels).item(), "brier": brier,
             "bins": {"count": counts.long().tolist(), "accuracy": accuracy.tolist(),
                      "confidence": mean_confidence.tolist()}, "answered": answered}
@@ -175,8 +177,8 @@ def format_report(metrics):
         lines += ["", f"calibration ({fitted})", "                ECE       NLL     Brier"]
         lines += [f"{name:<12}{c[key]['ece']:>8.2%}{c[key]['nll']:>10.4f}{c[key]['brier']:>10.4f}"
                   for name, key in CONFIDENCES if c[key]]
-        name, key = trusted(c)
-        lines += ["", f"answering only when sure ({name} confidences)"]
+        given, key = trusted(c)
+        lines += ["", f"answering only when sure ({given} confidences)"]
         lines += [f"  at least {a['confidence']:.0%}: {a['share']:.2%} of the images"
                   + (f", {a['accuracy']:.2%} of them right" if a["accuracy"] is not None else "")
                   for a in c[key]["answered"]]
@@ -189,19 +191,19 @@ def trusted(c):
 
 
 def calibration_table(c):
-    """The markdown table of metrics["calibration"], after a line saying where its temperature came from."""
+    """The markdown tables of metrics["calibration"], after a line saying where its temperature came from."""
     fitted = (f"Softmax temperature {c['temperature']:.3f}, fitted on {c['fitted_on']} (Guo et al. 2017); "
               f"predict.py and serve.py apply it." if c["after"] else
               "No temperature fitted yet: `python evaluate.py` on the checkpoint fits one on the validation split.")
-    name, key = trusted(c)
-    return (f"{fitted}\n\n| confidences | ECE (15 bins) | NLL | Brier |\n|---|---|---|---|\n"
-            + "\n".join(f"| {name} | {c[key]['ece']:.2%} | {c[key]['nll']:.4f} | {c[key]['brier']:.4f} |"
-                        for name, key in CONFIDENCES if c[key])
-            + f"\n\nAnswering only when sure ({name} confidences):\n\n"
-            + "| confidence at least | images answered | of them right |\n|---|---|---|\n"
-            + "\n".join(f"| {a['confidence']:.0%} | {a['share']:.2%} | "
-                        + (f"{a['accuracy']:.2%} |" if a["accuracy"] is not None else "— |")
-                        for a in c[key]["answered"]))
+    measures = "\n".join(f"| {name} | {c[key]['ece']:.2%} | {c[key]['nll']:.4f} | {c[key]['brier']:.4f} |"
+                         for name, key in CONFIDENCES if c[key])
+    given, key = trusted(c)
+    answers = "\n".join(f"| {a['confidence']:.0%} | {a['share']:.2%} | "
+                        f"{'—' if a['accuracy'] is None else format(a['accuracy'], '.2%')} |"
+                        for a in c[key]["answered"])
+    return (f"{fitted}\n\n| confidences | ECE (15 bins) | NLL | Brier |\n|---|---|---|---|\n{measures}\n\n"
+            f"Answering only when sure ({given} confidences):\n\n"
+            f"| confidence at least | images answered | of them right |\n|---|---|---|\n{answers}")
 
 
 def write_predictions(path, labels, predictions, confidences, classes):
