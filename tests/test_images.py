@@ -326,6 +326,14 @@ def test_a_200_megapixel_phone_photo_is_read_like_its_small_version(tmp_path):
     assert (big - images.to_input(small)).abs().mean() < 0.01
 
 
+def test_a_large_png_is_read_like_its_small_version(tmp_path):
+    # Shrunk by whole blocks first (11 pixels here, the right and bottom edges' leftovers dropped).
+    small = on_paper(3, size=300)
+    small.resize((3001, 3007), Image.Resampling.NEAREST).save(tmp_path / "three.png")
+    assert images.working_copy(np.asarray(Image.open(tmp_path / "three.png"))).shape == (256, 255)
+    assert similarity(images.to_input(tmp_path / "three.png"), images.to_input(small)) > 0.99
+
+
 def test_images_are_prepared_alike_from_a_path_bytes_and_pil(tmp_path):
     picture = shaded(on_paper(6))
     picture.save(tmp_path / "six.png")
