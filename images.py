@@ -204,17 +204,22 @@ def paper_removed(grey, is_alpha_ink):
     # took for ink makes the strokes seem wider than they are, so look again while the window shrinks.
     for _ in range(MAX_STROKE_LOOKS):
         width = STROKE_WINDOW * stroke_width(digit_mask(ink).astype(np.float32))
-        if not 0 < width < paper_window:
-            break
+        if not 0 < width < paper_window or odd_window(width) == odd_window(paper_window):
+            break  # no narrower window: the same look again would find the same ink
         paper_window = width
         ink = ink_against_paper(grey, dark_ink, paper_window)
     return ink, False
 
 
+def odd_window(width):
+    """The filter size for a window `width` pixels wide: odd, so that it centres on its pixel, and at least 3."""
+    return max(3, round(width) | 1)
+
+
 def ink_against_paper(grey, dark_ink, window):
     """Ink relative to the paper around it, the paper estimated by a closing (dark ink; an opening for
     light ink) over `window` pixels: strokes narrower than it vanish, the light's slow changes stay."""
-    window = max(3, round(window) | 1)
+    window = odd_window(window)
     if dark_ink:
         background = ndimage.minimum_filter(ndimage.maximum_filter(grey, window), window)
     else:
