@@ -28,6 +28,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import cli  # noqa: E402
 import data  # noqa: E402
+import images  # noqa: E402
 import runtime  # noqa: E402
 import train  # noqa: E402  (the training step it measures)
 from model import CNN  # noqa: E402
@@ -144,6 +145,20 @@ def evaluation_seconds(data_dir, dataset, precision, repeats=3):
     return median_seconds(lambda: runtime.predict_logits(model, images, 500, precision, dataset), repeats)
 
 
+def preparation_ms(folder, repeats=3):
+    """Milliseconds per picture that images.py takes to make the network's input from the picture files
+    in `folder`'s class folders (read into memory first), or None if the folder is not there."""
+    blobs = [path.read_bytes() for path in sorted(Path(folder).glob("*/*")) if images.is_picture_file(path)]
+    if not blobs:
+        return None
+
+    def prepare_all():
+        for blob in blobs:
+            images.to_input(blob)
+
+    return median_seconds(prepare_all, repeats) / len(blobs) * 1000
+
+
 def timed(script, *options):
     """Wall seconds of one of the repo's scripts, run in a child process as a user runs it."""
     started = time.perf_counter()
@@ -193,6 +208,9 @@ def main():
     tutorial = tutorial_images_per_second(args.data_dir, dataset, steps=50 * repeats)
     ours, augment_shares = our_training(args.data_dir, dataset, precision, repeats=repeats)
     eval_seconds = evaluation_seconds(args.data_dir, dataset, precision, repeats=repeats)
+    external = Path(args.data_dir) / "external"
+    preparation = {name: preparation_ms(external / name, repeats) for name in ("heldout", "uci-heldout")
+                   if dataset is data.MNIST}  # the external sets are digits
     fraction = floor_epoch[precision] / (EPOCH_IMAGES / ours)
     results.update({
         "matmul_gflops": gflops, "train_mflop_per_image": 3 * flops / 1e6, "floor_epoch_seconds": floor_epoch,
@@ -200,6 +218,7 @@ def main():
         "train_fraction_of_floor": fraction, "augment_share_of_step": augment_shares,
         "tutorial_images_per_second": tutorial, "speedup_over_tutorial": ours / tutorial,
         "eval_seconds": eval_seconds, "floor_eval_seconds": floor_eval, "eval_over_floor": eval_seconds / floor_eval,
+        "preparation_ms_per_picture": preparation,
     })
     if not args.quick:
         seconds, peak_mb, accuracy, evaluate_seconds = timed_training_and_evaluation(
@@ -221,6 +240,9 @@ def main():
         ("model on 10k test", f"{eval_seconds:.2f} s", f"{eval_seconds / floor_eval:.1f}x its floor of "
                                                        f"{floor_eval:.2f} s (target <= 2x)"),
     ]
+    rows += [("preparing a picture", f"{ms:.1f} ms" if ms else "-",
+              f"images.py on {external / name}" + ("" if ms else " (python make_external.py writes it)"))
+             for name, ms in preparation.items()]
     if not args.quick:
         goal = " (target: 99% in < 45 s)" if dataset is data.MNIST else ""
         rows += [("train.py --epochs 2", f"{results['fast_recipe_seconds']:.0f} s",

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench  # noqa: E402
 
+import strokes  # noqa: E402
 from model import CNN  # noqa: E402
 
 
@@ -35,6 +36,19 @@ def test_quick_benchmark_runs_and_writes_its_results(real_mnist_dir, tmp_path):
     assert results["speedup_over_tutorial"] == pytest.approx(
         results["train_images_per_second"] / results["tutorial_images_per_second"])
     assert f"of the {results['precision']} floor's rate" in result.stdout and "ratios carry over" in result.stdout
+    # Picture preparation, timed on the external sets where make_external.py has written them, else said.
+    for name, ms in results["preparation_ms_per_picture"].items():
+        written = (Path(real_mnist_dir) / "external" / name).is_dir()
+        assert (ms > 0) if written else (ms is None and "(python make_external.py writes it)" in result.stdout)
+    assert sorted(results["preparation_ms_per_picture"]) == ["heldout", "uci-heldout"]
+
+
+def test_preparation_is_timed_per_picture_of_a_folder(tmp_path):
+    (tmp_path / "3").mkdir()
+    strokes.draw(strokes.DIGITS[3], 160, 12).save(tmp_path / "3" / "three.png")
+    (tmp_path / "3" / "notes.txt").write_text("not a picture")
+    assert bench.preparation_ms(tmp_path, repeats=1) > 0
+    assert bench.preparation_ms(tmp_path / "missing") is None
 
 
 def test_serve_load_benchmark_runs_and_reports(reader_run):
