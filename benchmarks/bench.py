@@ -240,7 +240,7 @@ def main():
         ("model on 10k test", f"{eval_seconds:.2f} s", f"{eval_seconds / floor_eval:.1f}x its floor of "
                                                        f"{floor_eval:.2f} s (target <= 2x)"),
     ]
-    rows += [("preparing a picture", f"{ms:.1f} ms" if ms else "-",
+    rows += [(f"preparing {name}", f"{ms:.1f} ms a picture" if ms else "-",
               f"images.py on {external / name}" + ("" if ms else " (python make_external.py writes it)"))
              for name, ms in preparation.items()]
     if not args.quick:
