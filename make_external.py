@@ -236,15 +236,20 @@ def write_uci(out):
     return counts
 
 
+def report(out, counts):
+    for split, count in counts.items():
+        print(f"{Path(out) / split}: {count} pictures")
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         cli.writable_folder(args.out, "--out")
-        counts = build(args.out, args.per_font, args.per_stroke) | write_uci(args.out)
+        # The UCI digits first: they need no fonts, so a machine without them still gets real handwriting.
+        report(args.out, write_uci(args.out))
+        report(args.out, build(args.out, args.per_font, args.per_stroke))
     except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
-    for split, count in counts.items():
-        print(f"{Path(args.out) / split}: {count} pictures")
 
 
 if __name__ == "__main__":

@@ -196,6 +196,14 @@ def test_a_missing_font_is_said_before_the_sets_there_are_touched(monkeypatch, t
         "heldout/3/mine.png", "tune/3/mine.png"]
 
 
+def test_without_fonts_the_uci_sets_are_still_written(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(make_external, "usable_fonts", lambda split: [])
+    with pytest.raises(SystemExit, match="no handwriting font of the tune set is installed"):
+        make_external.main(["--out", str(tmp_path)])
+    assert f"{tmp_path / 'uci-heldout'}: 898 pictures" in capsys.readouterr().out
+    assert len(list((tmp_path / "uci-tune").rglob("*.png"))) == 899 and not (tmp_path / "tune").exists()
+
+
 def test_the_sets_are_imagefolders_split_by_font_and_repeatable(external, tmp_path):
     tune = {path.name for path in (external / "tune" / "3").iterdir()}
     heldout = {path.name for path in (external / "heldout" / "3").iterdir()}
