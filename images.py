@@ -141,7 +141,8 @@ MAX_STROKE_LOOKS = 5  # stroke-sized looks at most, while the window keeps narro
 def working_copy(grey):
     """The grey picture as floats in [0, 1], its longer side brought within [SMALLEST_SIDE, WORKING_SIDE]:
     shrunk by area, or enlarged with Lanczos (sharper strokes than bilinear or bicubic)."""
-    white, blocks = white_of(grey), max(grey.shape) // WORKING_SIDE
+    # Never more blocks than the shorter side has pixels: a thin strip keeps its one row.
+    white, blocks = white_of(grey), min(max(grey.shape) // WORKING_SIDE, min(grey.shape))
     if blocks >= 2:
         # Means of whole blocks first, straight from the picture's own integers: a 200-megapixel photo
         # never becomes floats whole (2.5 GB and 5 s; its edge loses less than a block).

@@ -342,6 +342,13 @@ def test_a_large_png_is_read_like_its_small_version(tmp_path):
     assert similarity(images.to_input(tmp_path / "three.png"), images.to_input(small)) > 0.99
 
 
+def test_a_long_thin_strip_keeps_its_pixels_when_shrunk():
+    strip = np.full((3, 2000), 255, dtype=np.uint8)
+    strip[:, 900:1100] = 0  # dark from 115 to 141 of 256
+    copy = images.working_copy(strip)
+    assert copy.shape == (1, 256) and copy[0, :110].min() > 0.99 and copy[0, 118:138].max() < 0.01
+
+
 def test_images_are_prepared_alike_from_a_path_bytes_and_pil(tmp_path):
     picture = shaded(on_paper(6))
     picture.save(tmp_path / "six.png")
