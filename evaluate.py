@@ -106,6 +106,13 @@ def calibration(logits, labels, bins=15):
                      "confidence": mean_confidence.tolist()}, "answered": answered}
 
 
+def calibration_with(logits, labels, temperature, fitted_on):
+    """metrics["calibration"]: the confidences as trained ("before") and divided by `temperature`
+    ("after"; None without one), with where the temperature was fitted."""
+    return {"temperature": temperature, "fitted_on": fitted_on, "before": calibration(logits, labels),
+            "after": calibration(logits / temperature, labels) if temperature else None}
+
+
 def fit_temperature(logits, labels):
     """The single softmax temperature T that minimises the NLL of logits / T (Guo et al. 2017)."""
     logits = logits.double()
@@ -328,9 +335,7 @@ def evaluate_folder(args, trained, results):
     metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    images=len(labels), unreadable=problems)
     # Whether the confidences, calibrated on MNIST's own validation split, can be trusted on these images too.
-    metrics["calibration"] = {"temperature": temperature, "fitted_on": "the run's validation split",
-                              "before": calibration(logits, labels),
-                              "after": calibration(logits / temperature, labels) if temperature else None}
+    metrics["calibration"] = calibration_with(logits, labels, temperature, "the run's validation split")
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} images of {args.images}"
           + (f"; {len(problems)} could not be read" if problems else "") + "\n")
     print(format_report(metrics))
@@ -381,8 +386,7 @@ def evaluate(args):
     metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
     metrics.update(dataset=dataset.folder, checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    test_images=len(labels), model_seconds=round(seconds, 3))
-    metrics["calibration"] = {"temperature": temperature, "fitted_on": fitted_on,
-                              "before": calibration(logits, labels), "after": calibration(logits / temperature, labels)}
+    metrics["calibration"] = calibration_with(logits, labels, temperature, fitted_on)
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} test images, "
           f"{seconds:.2f}s of model time on {device} in {precision}\n")
     print(format_report(metrics))
