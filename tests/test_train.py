@@ -257,9 +257,16 @@ def test_best_epoch_is_the_later_of_a_tie_as_best_pt_keeps_it():
     assert checkpoints.best_epoch(history)["epoch"] == 3
 
 
-@pytest.mark.parametrize("amx, expected", [(True, "bf16"), (False, "fp32")])
-def test_auto_precision_takes_bf16_only_where_the_cpu_has_amx(monkeypatch, amx, expected):
+@pytest.mark.parametrize("amx, vendor, flags, expected", [
+    (True, "GenuineIntel", "avx512f avx512_bf16 amx_bf16 amx_tile", "bf16"),
+    (False, "AuthenticAMD", "avx2 avx512f avx512_bf16", "bf16"),  # Zen 4: bf16 dot products at twice the rate
+    (False, "GenuineIntel", "avx2 avx512f avx512_bf16", "fp32"),  # a Xeon without AMX: bf16 slower
+    (False, "AuthenticAMD", "avx2 fma", "fp32"),  # Zen 3 and before: no bf16 at all
+])
+def test_auto_precision_takes_bf16_where_the_cpu_runs_it_faster(monkeypatch, amx, vendor, flags, expected):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cpu = {"vendor_id": vendor, "flags": flags}
+    monkeypatch.setattr(runtime, "cpuinfo", lambda field: cpu.get(field, ""))
     precision, reason = runtime.pick_precision("auto", "cpu")
     assert precision == expected and reason.startswith("auto: ") and ("AMX" in reason or "bf16" in reason)
     assert runtime.pick_precision("fp32", "cpu") == ("fp32", "asked for")
