@@ -104,7 +104,7 @@ def add_device_option(parser, what="run"):
 def add_precision_option(parser):
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="arithmetic of the forward pass (default: auto = bf16 where the hardware runs it "
-                             "natively and faster: CUDA, CPUs with AMX; fp32 elsewhere)")
+                             "natively and faster: CUDA, CPUs with AMX, AMD CPUs with AVX512-BF16; fp32 elsewhere)")
 
 
 def add_dataset_option(parser, default=None):
