@@ -52,7 +52,7 @@ def cpu_has_amx():
 def cpu_trains_faster_in_bf16():
     """(bool, why), from the three kinds of CPU measured: with AMX (an Intel Xeon) a training step ran
     1.9x as fast in bf16; on an AMD EPYC with AVX512-BF16 (Zen 4) a 2048x2048 matmul ran at 426 against
-    188 GFLOP/s in fp32, and a step 1.6-1.9x as fast; on an Intel Xeon with AVX512-BF16 but no AMX the matmul
+    188 GFLOP/s in fp32, and a step 1.6-1.8x as fast; on an Intel Xeon with AVX512-BF16 but no AMX the matmul
     ran at 165 against 200 GFLOP/s, and a step 1.5x slower."""
     if cpu_has_amx():
         return True, "this CPU has AMX"
