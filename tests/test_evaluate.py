@@ -35,14 +35,24 @@ def test_metrics_match_a_hand_worked_confusion_matrix():
     assert per[2]["precision"] == pytest.approx(1.0) and per[2]["recall"] == pytest.approx(3 / 4)
     assert per[2]["f1"] == pytest.approx(2 * 1.0 * 0.75 / 1.75)
     assert [per[d]["support"] for d in range(10)] == [3, 2, 4, 0, 0, 0, 0, 0, 0, 0]
-    # Digits absent from both labels and predictions count as 0 in the macro average over all ten.
-    assert m["precision_macro"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 10)
-    assert m["recall_macro"] == pytest.approx((2 / 3 + 1 + 3 / 4) / 10)
+    # The macro averages are over the three digits the labels hold, not all ten.
+    assert m["precision_macro"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert m["recall_macro"] == pytest.approx((2 / 3 + 1 + 3 / 4) / 3)
     assert m["recall_weighted"] == pytest.approx((3 * 2 / 3 + 2 * 1 + 4 * 3 / 4) / 9)
     assert m["confusion_matrix"][0][:3] == [2, 1, 0]
     assert m["confusion_matrix"][1][:3] == [0, 2, 0]
     assert m["confusion_matrix"][2][:3] == [1, 0, 3]
     assert len(m["confusion_matrix"]) == 10 and all(len(row) == 10 for row in m["confusion_matrix"])
+
+
+def test_macro_averages_leave_out_classes_the_labels_do_not_hold():
+    # A folder of 1s and 7s, one 7 read as a 3: a class predicted but never labelled counts against the
+    # labelled class's recall, and is no class of the average.
+    m = evaluate.compute_metrics([1, 1, 7, 7], [1, 1, 7, 3])
+    assert m["precision_macro"] == pytest.approx((1 + 1) / 2)
+    assert m["recall_macro"] == pytest.approx((1 + 1 / 2) / 2)
+    assert m["f1_macro"] == pytest.approx((1 + 2 / 3) / 2)
+    assert evaluate.compute_metrics([1, 7], [1, 7])["precision_macro"] == 1.0
 
 
 def test_report_lists_every_digit_and_the_matrix():
@@ -180,6 +190,24 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(evaluated_run, real_mnist_d
     assert {path.name for path in run_dir.iterdir()} == {"config.json", "history.csv", "last.pt", "best.pt",
                                                          "accuracy.png", "loss.png", "notes.txt"}
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
+
+
+def test_evaluate_images_names_the_files_it_left_out(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(trained_run[0] / "best.pt", run_dir)  # evaluate.py writes beside it; the shared run stays as it is
+    for digit in (3, 7):
+        (tmp_path / "mine" / str(digit)).mkdir(parents=True)
+        (tmp_path / "mine" / str(digit) / "a.png").write_bytes(png_of(strokes.render(digit)))
+    (tmp_path / "mine" / "7" / "notes.png").write_text("not a picture")
+    result = run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "mine")
+    assert result.returncode == 0, result.stderr
+    assert "on 2 images" in result.stdout and "1 could not be read" in result.stdout
+    assert "7/notes.png" in result.stdout and "7/notes.png" in (run_dir / "external-mine" / "report.md").read_text()
+    metrics = json.loads((run_dir / "external-mine" / "metrics.json").read_text())
+    held = [c for c in metrics["per_class"] if c["support"]]
+    assert [c["name"] for c in held] == ["3", "7"] and len(metrics["unreadable"]) == 1
+    assert metrics["recall_macro"] == pytest.approx(sum(c["recall"] for c in held) / 2)
 
 
 def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_path):
