@@ -8,6 +8,7 @@ import json
 import math
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -33,6 +34,10 @@ def load(path, device="cpu"):
         raise RunError(f"no checkpoint at {path}; train one with `python train.py` or pass --checkpoint")
     if not path.is_file():
         raise RunError(f"{path} is not a file; pass the path of a .pt checkpoint")
+    problem = not_an_archive(path)
+    if problem:
+        raise RunError(f"{path} is not a checkpoint ({problem}); pass a .pt file train.py wrote, a run's best.pt "
+                       "or last.pt")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -48,6 +53,22 @@ def load(path, device="cpu"):
     if missing:
         raise RunError(f"{path} is an incomplete checkpoint (no {', '.join(sorted(missing))})")
     return checkpoint
+
+
+def not_an_archive(path):
+    """Why the file at `path` cannot be what torch.save writes (a zip archive), or None if it may be."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except OSError as e:
+        return f"it cannot be read: {e.strerror}"
+    if not start:
+        return "it is empty"
+    if start != b"PK\x03\x04":
+        return "it is not a file torch.save writes"
+    if not zipfile.is_zipfile(path):  # the archive's index is at its end
+        return "it was cut short or damaged"
+    return None
 
 
 def load_weights(model, checkpoint):

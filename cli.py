@@ -2,6 +2,7 @@
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -22,13 +23,25 @@ class RunError(RuntimeError):
 
 
 def run(main):
-    """Call a script's `main()`; Ctrl-C ends it with one line, not a traceback from wherever it landed.
-    Nothing is left half-written: every file the scripts write replaces the old one whole, or not at all."""
+    """Call a script's `main()`; Ctrl-C, or a closed pipe (`python predict.py photos/ | head`), ends it with
+    one line, not a traceback from wherever it landed. Nothing is left half-written: every file the
+    scripts write replaces the old one whole, or not at all."""
     try:
-        main()
+        try:
+            main()
+        finally:
+            sys.stdout.flush()  # a pipe closed early fails here, where it is caught, not in Python's exit
     except KeyboardInterrupt:
         print("\nstopped by Ctrl-C", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        stop_printing()
+        sys.exit("stopped: the output pipe was closed")
+
+
+def stop_printing():
+    """After a BrokenPipeError: send whatever stdout still holds nowhere, or Python fails again on exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 class Parser(argparse.ArgumentParser):

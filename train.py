@@ -301,7 +301,7 @@ def moving_average(model, decay):
 def how_to_resume(run_dir):
     last = run_dir / "last.pt"
     if not last.exists():
-        return "no epoch had completed"
+        return "no epoch was saved, so there is nothing to resume: run the same command again to start afresh"
     return f"the last completed epoch is in {last}. Resume with: python train.py --run-dir {run_dir} --resume"
 
 
@@ -314,6 +314,19 @@ def what_next(run_dir, history):
 def reached_target(history, target_acc):
     """Whether the last epoch's validation accuracy reached --target-acc, if one was set."""
     return bool(history) and target_acc is not None and history[-1]["val_acc"] >= target_acc
+
+
+def save_checkpoints(run_dir, checkpoint, is_best):
+    """best.pt (if this epoch is the best yet), then last.pt. When the disk is full the epoch before's stay
+    whole, and a first epoch's best.pt with no last.pt beside it goes: no run is left that cannot resume."""
+    try:
+        if is_best:
+            checkpoints.save(run_dir / "best.pt", checkpoint)
+        checkpoints.save(run_dir / "last.pt", checkpoint)
+    except data.DataError as e:
+        if not (run_dir / "last.pt").exists():
+            (run_dir / "best.pt").unlink(missing_ok=True)
+        raise cli.RunError(f"{e}; {how_to_resume(run_dir)}") from None
 
 
 def train(args, device):
@@ -379,12 +392,7 @@ def train(args, device):
                       "history": history, "config": config, "rng": runtime.rng_state(device)}
         if averaged is not None:
             checkpoint["trained"] = model.state_dict()  # the weights the optimizer works on, to resume
-        try:
-            if val_acc >= best_val_acc:
-                checkpoints.save(run_dir / "best.pt", checkpoint)
-            checkpoints.save(run_dir / "last.pt", checkpoint)
-        except data.DataError as e:  # the disk is full; the epoch before's checkpoints are whole
-            raise cli.RunError(f"{e}; {how_to_resume(run_dir)}") from None
+        save_checkpoints(run_dir, checkpoint, is_best=val_acc >= best_val_acc)
         write_history(run_dir / "history.csv", history)
         print(f"epoch {epoch:2d}/{args.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
               f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {seconds:.1f}s  "
@@ -412,6 +420,9 @@ def main(argv=None):
         signum = e.args[0]
         print(f"\nstopped by {signal.Signals(signum).name}: {how_to_resume(Path(args.run_dir))}", file=sys.stderr)
         sys.exit(128 + signum)
+    except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop as if killed
+        cli.stop_printing()
+        sys.exit(f"stopped: the output pipe was closed; {how_to_resume(Path(args.run_dir))}")
     import plot
 
     runtime.release_freed_memory()  # the plots need less than training kept; keep the run's peak down
@@ -423,4 +434,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

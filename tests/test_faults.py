@@ -23,7 +23,9 @@ from conftest import ROOT, TINY_RUN, RunsCode, one_line_error, run_script, run_u
 from PIL import Image, ImageDraw
 
 import checkpoints
+import cli
 import data
+import train
 
 OFFLINE = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""}  # pip can reach no package index
 
@@ -109,6 +111,39 @@ def test_ctrl_c_in_evaluate_is_one_line_and_leaves_whole_files(trained_run, real
     for path in run_dir.glob("*.json"):
         json.loads(path.read_text())
     assert not any(run_dir.glob(".*.tmp"))
+
+
+def run_into_a_closed_pipe(script, *args):
+    """Run a script as `python script ... | true` runs it: its stdout a pipe that no one reads any more, and
+    buffered as a user's is (PYTHONUNBUFFERED set, the first print fails instead)."""
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+
+
+def test_a_closed_output_pipe_stops_train_py_in_one_line_with_the_way_back(real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_into_a_closed_pipe("train.py", "--epochs", 2, *TINY_RUN, "--data-dir", real_mnist_dir,
+                                    "--run-dir", run_dir)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "Exception" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"stopped: the output pipe was closed; the last completed epoch is in {run_dir / 'last.pt'}. "
+        f"Resume with: python train.py --run-dir {run_dir} --resume"]
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_closed_output_pipe_stops_predict_py_in_one_line(trained_run, tmp_path):
+    image = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(image).line([(50, 15), (50, 85)], fill=0, width=8)
+    image.save(tmp_path / "one.png")
+    result = run_into_a_closed_pipe("predict.py", tmp_path / "one.png", "--run-dir", trained_run[0])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["stopped: the output pipe was closed"]
 
 
 # --- 3. corrupt data ---------------------------------------------------------------------------
@@ -221,6 +256,17 @@ def test_hostile_checkpoints_are_refused_in_one_line(script, kind, trained_run, 
     assert str(checkpoint) in line or "different model" in line
     assert not (run_dir / "code-ran").exists(), "the checkpoint's code ran"
     assert sorted(p.name for p in run_dir.iterdir()) == [checkpoint.name], "something was written"
+
+
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(trained_run, tmp_path):
+    good = (trained_run[0] / "last.pt").read_bytes()
+    for content, problem in [(b'{"epochs": 6}', "it is not a file torch.save writes"),  # config.json, say
+                             (good[: len(good) // 2], "it was cut short or damaged"), (b"", "it is empty")]:
+        (tmp_path / "bad.pt").write_bytes(content)
+        with pytest.raises(cli.RunError) as refused:
+            checkpoints.load(tmp_path / "bad.pt")
+        assert str(refused.value) == (f"{tmp_path / 'bad.pt'} is not a checkpoint ({problem}); pass a .pt file "
+                                      "train.py wrote, a run's best.pt or last.pt")
 
 
 @pytest.mark.parametrize("part", ["optimizer", "rng"])
@@ -367,6 +413,23 @@ def test_a_full_disk_keeps_the_last_epoch_and_says_how_to_resume(real_mnist_dir,
     assert not any(run_dir.glob(".*.tmp")), "the half-written checkpoint was left behind"
     resumed = run_script("train.py", "--resume", *common)
     assert resumed.returncode == 0 and torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_a_full_disk_in_the_first_epoch_leaves_no_checkpoint_without_a_run(tmp_path, monkeypatch):
+    def save_with_the_disk_full_at_last_pt(path, checkpoint):
+        if path.name == "last.pt":
+            raise data.DataError(f"could not write {path} (No space left on device)")
+        torch.save(checkpoint, path)
+
+    monkeypatch.setattr(checkpoints, "save", save_with_the_disk_full_at_last_pt)
+    with pytest.raises(cli.RunError, match="no epoch was saved.*run the same command again"):
+        train.save_checkpoints(tmp_path, {"epoch": 1}, is_best=True)
+    assert list(tmp_path.iterdir()) == [], "a best.pt that evaluate.py would take for a run"
+    # Later, the epoch before's last.pt is there to resume from, and the new best.pt is what resuming remakes.
+    torch.save({"epoch": 1}, tmp_path / "last.pt")
+    with pytest.raises(cli.RunError, match="Resume with"):
+        train.save_checkpoints(tmp_path, {"epoch": 2}, is_best=True)
+    assert torch.load(tmp_path / "best.pt")["epoch"] == 2 and torch.load(tmp_path / "last.pt")["epoch"] == 1
 
 
 def test_data_dir_that_is_a_file_is_refused(tmp_path):
