@@ -186,7 +186,8 @@ def main():
     p.add_argument("--quick", action="store_true",
                    help="skip the full runs of train.py and evaluate.py (time to 99%%, memory, evaluation "
                         "time) and measure each figure once")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="where to write the results")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"),
+                   help="where to write the results (default: benchmarks/results.json)")
     args = p.parse_args()
     runtime.flush_denormals()  # as train.py does, before torch starts its worker threads
     dataset = data.DATASETS[args.dataset]
