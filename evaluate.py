@@ -117,7 +117,10 @@ def calibration_with(logits, labels, temperature, fitted_on):
 
 
 def fit_temperature(logits, labels):
-    """The single softmax temperature T that minimises the NLL of logits / T (Guo et al. 2017)."""
+    """The single softmax temperature T that minimises the NLL of logits / T (Guo et al. 2017); None when
+    every image is read right, where the NLL only falls as T shrinks and no temperature is best."""
+    if (logits.argmax(1) == labels).all():
+        return None
     logits = logits.double()
 
     def nll(log_t):
@@ -183,6 +186,7 @@ def format_report(metrics):
     if "calibration" in metrics:
         c = metrics["calibration"]
         fitted = (f"temperature {c['temperature']:.3f}, fitted on {c['fitted_on']}" if c["after"] else
+                  f"no temperature fitted: {c['fitted_on']}" if c["fitted_on"] else
                   "no temperature fitted yet: python evaluate.py on the checkpoint fits one")
         lines += ["", f"calibration ({fitted})", "                ECE       NLL     Brier"]
         lines += [f"{name:<12}{c[key]['ece']:>8.2%}{c[key]['nll']:>10.4f}{c[key]['brier']:>10.4f}"
@@ -204,6 +208,7 @@ def calibration_table(c):
     """The markdown tables of metrics["calibration"], after a line saying where its temperature came from."""
     fitted = (f"Softmax temperature {c['temperature']:.3f}, fitted on {c['fitted_on']} (Guo et al. 2017); "
               f"predict.py and serve.py apply it." if c["after"] else
+              f"No temperature fitted: {c['fitted_on']}." if c["fitted_on"] else
               "No temperature fitted yet: `python evaluate.py` on the checkpoint fits one on the validation split.")
     measures = "\n".join(f"| {name} | {c[key]['ece']:.2%} | {c[key]['nll']:.4f} | {c[key]['brier']:.4f} |"
                          for name, key in CONFIDENCES if c[key])
@@ -272,7 +277,11 @@ def fit_on_validation(model, checkpoint, data_dir, batch_size, precision, datase
     _, (val_x, val_y) = data.training_splits(data_dir, config["val_size"], config.get("subset"), dataset, fetch=False)
     device = next(model.parameters()).device
     logits = runtime.predict_logits(model, val_x.to(device), batch_size, precision, dataset).cpu()
-    return fit_temperature(logits, val_y), f"the run's validation split ({len(val_y)} images)"
+    temperature = fit_temperature(logits, val_y)
+    if temperature is None:
+        return None, (f"every one of the run's {len(val_y)} validation images is read right, so no temperature "
+                      f"fits them best; the confidences stay as trained")
+    return temperature, f"the run's validation split ({len(val_y)} images)"
 
 
 def explain(model, test_images, labels, predictions, confidences, features, dataset, out_dir):
@@ -346,7 +355,8 @@ def evaluate_folder(args, trained, results):
     metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    images=len(labels), unreadable=problems)
     # Whether the confidences, calibrated on MNIST's own validation split, can be trusted on these images too.
-    metrics["calibration"] = calibration_with(logits, labels, temperature, "the run's validation split")
+    metrics["calibration"] = calibration_with(logits, labels, temperature,
+                                              "the run's validation split" if temperature else None)
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} images of {args.images}"
           + (f"; {len(problems)} could not be read, left out:" if problems else ""))
     print("".join(f"  {problem}\n" for problem in problems))
@@ -393,7 +403,7 @@ def evaluate(args):
     logits, features = logits_and_features(model, test_images.to(device), args.batch_size, precision, dataset)
     seconds = time.perf_counter() - started
     temperature, fitted_on = fit_on_validation(model, checkpoint, args.data_dir, args.batch_size, precision, dataset)
-    confidences, predictions = (logits / temperature).softmax(1).max(1)
+    confidences, predictions = (logits / (temperature or 1.0)).softmax(1).max(1)
 
     metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
     metrics.update(dataset=dataset.folder, checkpoint=str(path), epoch=int(checkpoint["epoch"]),

@@ -295,6 +295,22 @@ def test_temperature_fit_tames_an_over_confident_model():
     assert evaluate.calibration(logits / temperature, labels)["ece"] < evaluate.calibration(logits, labels)["ece"] / 2
 
 
+def test_no_temperature_is_fitted_where_every_image_is_read_right():
+    # All right: the NLL falls for ever as T shrinks (a fit would stop at its bound, 0.05, and make every
+    # later answer 100% sure). A single mistake gives it a minimum again.
+    labels = torch.arange(10).repeat(3)
+    logits = 4 * F.one_hot(labels, 10) + torch.randn(30, 10, generator=torch.Generator().manual_seed(0))
+    assert (logits.argmax(1) == labels).all() and evaluate.fit_temperature(logits, labels) is None
+    logits[0] = -logits[0]
+    assert 0.05 < evaluate.fit_temperature(logits, labels) < 20
+    why = "every one of the run's 30 validation images is read right"
+    metrics = evaluate.compute_metrics(labels, logits.argmax(1))
+    metrics["calibration"] = evaluate.calibration_with(logits, labels, None, why)
+    assert f"no temperature fitted: {why}" in evaluate.format_report(metrics)
+    assert f"No temperature fitted: {why}." in evaluate.calibration_table(metrics["calibration"])
+    assert evaluate.trusted(metrics["calibration"]) == ("as trained", "before")
+
+
 def png_of(image):
     import io
 
