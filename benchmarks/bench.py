@@ -36,7 +36,7 @@ from model import CNN  # noqa: E402
 EPOCH_IMAGES = 55_000
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TEST_IMAGES = 10_000
-# train.py's augmentation options at the strengths tried for photographed digits (README), all at once.
+# train.py's augmentation options at the strengths tried for photographed digits (docs/results.md), all at once.
 EVERY_EFFECT = ["--elastic", "1", "--shear", "0.3", "--thickness", "0.5", "--blur", "0.7", "--noise", "0.2"]
 
 
