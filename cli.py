@@ -44,6 +44,14 @@ def stop_printing():
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+def options_given(parser, argv=None):
+    """The options `argv` sets (by their argparse names), whatever their values: a default typed out counts.
+    `parser` is spent: its defaults are replaced to tell."""
+    not_given = object()
+    parser.set_defaults(**dict.fromkeys(vars(parser.parse_args([])), not_given))
+    return {name for name, value in vars(parser.parse_args(argv)).items() if value is not not_given}
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad option gets one line naming it, not the whole usage text."""
 

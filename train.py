@@ -42,7 +42,7 @@ HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr
 AUGMENTATION_OPTIONS = ("degrees", "scale", "shift", "elastic", "shear", "thickness", "blur", "noise")
 
 
-def parse_args(argv=None):
+def build_parser():
     p = cli.Parser(__doc__)
     p.add_argument("--epochs", type=cli.positive(int), default=6, help="passes over the training split (default: 6)")
     p.add_argument("--batch-size", type=cli.positive(int), default=128, help="images per step (default: 128)")
@@ -100,6 +100,11 @@ def parse_args(argv=None):
     start.add_argument("--overwrite", action="store_true",
                        help="start afresh even if --run-dir holds a run, removing that run's checkpoints, history "
                             "and evaluation results first")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
         p.error(f"--target-acc must be a fraction in (0, 1], got {args.target_acc}")
@@ -244,15 +249,14 @@ def prepare_run_dir(args):
     return run_dir
 
 
-def restore_args(args, checkpoint, run_dir):
+def restore_args(args, checkpoint, run_dir, given):
     """On resume, the run's own settings come from its checkpoint; only runtime options are new. An option
-    given away from its default that would change a setting is refused, not ignored: the schedule, the
-    split and the random draws were laid out for the run's own."""
+    `given` on the command line that would change a setting is refused, not ignored, even at its default:
+    the schedule, the split and the random draws were laid out for the run's own."""
     saved = {key: value for key, value in {**cli.ADDED_LATER, **checkpoint["config"]}.items()
              if hasattr(args, key) and key not in cli.RUNTIME_OPTIONS}
-    defaults = vars(parse_args([]))
     changed = [f"{key} {value} -> {getattr(args, key)}" for key, value in saved.items()
-               if getattr(args, key) not in (value, defaults[key])]
+               if key in given and getattr(args, key) != value]
     if changed:
         raise cli.RunError(f"--resume continues {run_dir} with its own settings, and the options given would "
                            f"change them (as config.json names them: {', '.join(changed)}); drop those "
@@ -329,7 +333,8 @@ def save_checkpoints(run_dir, checkpoint, is_best):
         raise cli.RunError(f"{e}; {how_to_resume(run_dir)}") from None
 
 
-def train(args, device):
+def train(args, device, given):
+    """Train the run `args` describe (`given`: the options the command line set) into its run directory."""
     runtime.flush_denormals()  # first, while torch has no worker threads yet: they copy it when they start
     run_dir = prepare_run_dir(args)
     checkpoint = None
@@ -338,7 +343,7 @@ def train(args, device):
             raise cli.RunError(f"nothing to resume: {run_dir} has no last.pt (no epoch had completed); "
                            f"start it with: python train.py --run-dir {run_dir}")
         checkpoint = checkpoints.load(run_dir / "last.pt")
-        restore_args(args, checkpoint, run_dir)
+        restore_args(args, checkpoint, run_dir, given)
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()
     precision, why = runtime.pick_precision(args.precision, device)
@@ -407,7 +412,7 @@ def main(argv=None):
     try:
         device = runtime.pick_device(args.device)  # before the run directory is made, so a refusal leaves none
         with locked_run_dir(args.run_dir):
-            run_dir, history = train(args, device)
+            run_dir, history = train(args, device, cli.options_given(build_parser(), argv))
     except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
     except FloatingPointError as e:

@@ -159,10 +159,12 @@ def test_existing_run_is_not_overwritten_without_asking(trained_run, real_mnist_
 def test_resume_refuses_options_that_would_change_the_run(trained_run, real_mnist_dir):
     run_dir, _ = trained_run
     before = {name: (run_dir / name).stat().st_mtime_ns for name in ("last.pt", "config.json")}
-    result = run_script("train.py", "--resume", "--epochs", 5, "--lr", 0.01, "--seed", 0,
+    # --batch-size 128 is the default typed out, and still not the run's 64.
+    result = run_script("train.py", "--resume", "--epochs", 5, "--lr", 0.01, "--seed", 0, "--batch-size", 128,
                         "--data-dir", real_mnist_dir, "--run-dir", run_dir)
     line = one_line_error(result)
-    assert "epochs 2 -> 5" in line and "lr 0.003 -> 0.01" in line and "seed" not in line
+    assert "epochs 2 -> 5" in line and "lr 0.003 -> 0.01" in line and "batch_size 64 -> 128" in line
+    assert "seed" not in line
     assert {name: (run_dir / name).stat().st_mtime_ns for name in before} == before
 
 
