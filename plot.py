@@ -56,7 +56,7 @@ def _curve(history, key, ylabel, title, test_value=None, percent=False):
         ax.axhline(test_value * scale, color=GREEN, linestyle="--",
                    label=f"test (best checkpoint): {test_value * scale:.2f}{'%' if percent else ''}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers, even one
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -123,12 +123,14 @@ def plot_misclassified(images, labels, predictions, confidences, classes, path, 
     """The most confident mistakes, each titled 'true → predicted (confidence)'."""
     worst, wrong = most_confident_mistakes(labels, predictions, confidences, count)
     rows = max(1, int(np.ceil(len(worst) / columns)))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.5), squeeze=False)
+    named = max(map(len, classes)) > 2  # Fashion-MNIST's "Ankle boot → Sandal" is wider than its picture
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * (1.8 if named else 1.5)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, worst):
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(f"{classes[labels[i]]} → {classes[predictions[i]]}\n({confidences[i]:.0%})", fontsize=8)
+        arrow = "\n→ " if named else " → "
+        ax.set_title(f"{classes[labels[i]]}{arrow}{classes[predictions[i]]}\n({confidences[i]:.0%})", fontsize=8)
     title = f"Most confident mistakes: {len(worst)} of {wrong}" if wrong else "No mistakes"
     fig.suptitle(title + " (true → predicted)")
     return save(fig, path)

@@ -126,3 +126,14 @@ def test_a_run_from_before_an_option_existed_counts_as_its_old_behaviour(runs):
     (older / "config.json").write_text(json.dumps(config))
     groups = plot.seed_groups([plot.read_run(folder) for folder in runs])
     assert [len(group) for group in groups] == [3]  # still one recipe with a0, a1 and a2
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 30])
+def test_the_training_curves_mark_whole_epochs_only(epochs):
+    history = [{"epoch": e, "train_acc": 0.9, "val_acc": 0.95, "train_loss": 0.3, "val_loss": 0.2}
+               for e in range(1, epochs + 1)]
+    axis = plot._curve(history, "acc", "accuracy (%)", "Accuracy while training", 0.99, percent=True).axes[0]
+    low, high = axis.get_xlim()
+    ticks = [tick for tick in axis.xaxis.get_major_locator()() if low <= tick <= high]
+    assert ticks and all(tick == int(tick) for tick in ticks), ticks  # one epoch drew 0.945, 0.960, ... 1.050
+    plot.plt.close("all")
