@@ -31,7 +31,8 @@ def load(path, device="cpu"):
     """Load one of our checkpoints safely (weights_only) or raise RunError saying what is wrong."""
     path = Path(path)
     if not path.exists():
-        raise RunError(f"no checkpoint at {path}; train one with `python train.py` or pass --checkpoint")
+        raise RunError(f"no checkpoint at {path}; train one with `python train.py --run-dir {path.parent}` or pass "
+                       "--checkpoint")
     if not path.is_file():
         raise RunError(f"{path} is not a file; pass the path of a .pt checkpoint")
     problem = not_an_archive(path)

@@ -269,6 +269,15 @@ def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(trained_run, tmp_p
                                       "train.py wrote, a run's best.pt or last.pt")
 
 
+@pytest.mark.parametrize("script", ["evaluate.py", "predict.py", "serve.py"])
+def test_a_run_with_no_checkpoint_says_how_to_train_it(script, tmp_path):
+    run_dir = tmp_path / "nothere"
+    line = one_line_error(run_script(script, *(["digit.png"] if script == "predict.py" else []), "--run-dir", run_dir))
+    assert line == (f"error: no checkpoint at {run_dir / 'best.pt'}; train one with `python train.py --run-dir "
+                    f"{run_dir}` or pass --checkpoint")
+    assert not run_dir.exists()
+
+
 @pytest.mark.parametrize("part", ["optimizer", "rng"])
 def test_a_training_state_that_does_not_fit_is_refused_in_one_line(part, trained_run, real_mnist_dir, tmp_path):
     good_run, _ = trained_run
