@@ -70,9 +70,14 @@ def plot_history(history, out_dir, test_acc=None):
     return [save(accuracy, out_dir / "accuracy.png"), save(loss, out_dir / "loss.png")]
 
 
+def _named(classes):
+    """Whether the classes go by names (Fashion-MNIST's), wider on a figure than MNIST's digits."""
+    return max(map(len, classes)) > 2
+
+
 def _class_ticks(ax, classes, axes="xy"):
     """Class names on the axes; long names (Fashion-MNIST's) slanted so that they do not collide."""
-    slant = max(map(len, classes)) > 2
+    slant = _named(classes)
     if "x" in axes:
         ax.set_xticks(range(len(classes)), classes, rotation=40 if slant else 0, ha="right" if slant else "center")
     if "y" in axes:
@@ -123,7 +128,7 @@ def plot_misclassified(images, labels, predictions, confidences, classes, path, 
     """The most confident mistakes, each titled 'true → predicted (confidence)'."""
     worst, wrong = most_confident_mistakes(labels, predictions, confidences, count)
     rows = max(1, int(np.ceil(len(worst) / columns)))
-    named = max(map(len, classes)) > 2  # Fashion-MNIST's "Ankle boot → Sandal" is wider than its picture
+    named = _named(classes)  # "Ankle boot → Sandal" on one line is wider than its picture
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * (1.8 if named else 1.5)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
