@@ -296,8 +296,9 @@ def test_temperature_fit_tames_an_over_confident_model():
 
 
 def test_no_temperature_is_fitted_where_every_image_is_read_right():
-    # All right: the NLL falls for ever as T shrinks (a fit would stop at its bound, 0.05, and make every
-    # later answer 100% sure). A single mistake gives it a minimum again.
+    # All right: the NLL falls for ever as T shrinks, and a fit runs toward its bound, 0.05 (on a 1-image
+    # split it gave 0.057, and the test set's calibration error went from 0.99% to 17.79%). A single
+    # mistake gives it a minimum again.
     labels = torch.arange(10).repeat(3)
     logits = 4 * F.one_hot(labels, 10) + torch.randn(30, 10, generator=torch.Generator().manual_seed(0))
     assert (logits.argmax(1) == labels).all() and evaluate.fit_temperature(logits, labels) is None

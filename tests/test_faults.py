@@ -438,7 +438,8 @@ def test_a_full_disk_in_the_first_epoch_leaves_no_checkpoint_without_a_run(tmp_p
     torch.save({"epoch": 1}, tmp_path / "last.pt")
     with pytest.raises(cli.RunError, match="Resume with"):
         train.save_checkpoints(tmp_path, {"epoch": 2}, is_best=True)
-    assert torch.load(tmp_path / "best.pt")["epoch"] == 2 and torch.load(tmp_path / "last.pt")["epoch"] == 1
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 2
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
 
 
 def test_data_dir_that_is_a_file_is_refused(tmp_path):
