@@ -268,6 +268,9 @@ def restore_args(args, checkpoint, run_dir, given):
 def load_data(args, device):
     (train_x, train_y), (val_x, val_y) = data.training_splits(args.data_dir, args.val_size, args.subset,
                                                               data.DATASETS[args.dataset])
+    if args.subset and args.subset > len(train_x):
+        print(f"note: --subset {args.subset} is more than the {len(train_x)} images of the training split; "
+              "training on all of them")
     # The whole uint8 set is ~50 MB: on a GPU it lives there, and batches never cross the bus.
     return [t.to(device) for t in (train_x, train_y, val_x, val_y)]
 
@@ -374,7 +377,7 @@ def train(args, device, given):
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
     data.write_json(run_dir / "config.json", config)
     print(f"training on {len(train_x)} images, validating on {len(val_x)}, device {device}, {precision} ({why}), "
-          f"{args.epochs} epochs of batch {args.batch_size}")
+          f"{args.epochs} epoch{'s' if args.epochs > 1 else ''} of batch {args.batch_size}")
 
     for epoch in range(start_epoch, args.epochs + 1):
         if reached_target(history, args.target_acc):

@@ -186,7 +186,16 @@ def test_overwrite_into_a_folder_without_a_run_removes_nothing(real_mnist_dir, t
     result = run_script("train.py", "--overwrite", "--epochs", 1, *TINY_RUN, "--data-dir", real_mnist_dir,
                         "--run-dir", tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "1 epoch of batch 64" in result.stdout  # not "1 epochs"
     assert (tmp_path / "report.md").read_text() == "my own notes" and (tmp_path / "metrics.json").exists()
+
+
+def test_a_subset_larger_than_the_training_split_is_said_not_silently_cut(real_mnist_dir, capsys):
+    args = train.parse_args(["--subset", "100000", "--val-size", "59000", "--data-dir", str(real_mnist_dir)])
+    train_x, _, val_x, _ = train.load_data(args, torch.device("cpu"))
+    assert len(train_x) == 1000 and len(val_x) == 59000
+    assert capsys.readouterr().out == ("note: --subset 100000 is more than the 1000 images of the training split; "
+                                       "training on all of them\n")
 
 
 DEVICES = ["cpu"] + ["cuda"] * torch.cuda.is_available() + ["mps"] * torch.backends.mps.is_available()
