@@ -216,7 +216,8 @@ def calibration_table(c):
     answers = "\n".join(f"| {a['confidence']:.0%} | {a['share']:.2%} | "
                         f"{'—' if a['accuracy'] is None else format(a['accuracy'], '.2%')} |"
                         for a in c[key]["answered"])
-    return (f"{fitted}\n\n| confidences | ECE (15 bins) | NLL | Brier |\n|---|---|---|---|\n{measures}\n\n"
+    bins = len(c["before"]["bins"]["count"])
+    return (f"{fitted}\n\n| confidences | ECE ({bins} bins) | NLL | Brier |\n|---|---|---|---|\n{measures}\n\n"
             f"Answering only when sure ({given} confidences):\n\n"
             f"| confidence at least | images answered | of them right |\n|---|---|---|\n{answers}")
 
@@ -354,7 +355,7 @@ def evaluate_folder(args, trained, results):
     metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
     metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    images=len(labels), unreadable=problems)
-    # Whether the confidences, calibrated on MNIST's own validation split, can be trusted on these images too.
+    # Whether the confidences, calibrated on the run's own validation split, can be trusted on these images too.
     metrics["calibration"] = calibration_with(logits, labels, temperature,
                                               "the run's validation split" if temperature else None)
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} images of {args.images}"
@@ -368,11 +369,13 @@ def evaluate_folder(args, trained, results):
         writer.writerows([p, dataset.classes[t], dataset.classes[q], f"{c:.6f}"]
                          for p, t, q, c in zip(paths, labels.tolist(), predictions.tolist(), confidences.tolist()))
     seen = (data.denormalize(inputs[:, 0], dataset).clamp(0, 1) * 255).round().byte().numpy()
-    plots = [plot.plot_confusion_matrix(metrics["confusion_matrix"], dataset.classes, out_dir / "confusion_matrix.png"),
+    what = f"{name}, {len(labels)} images"
+    plots = [plot.plot_confusion_matrix(metrics["confusion_matrix"], dataset.classes, out_dir / "confusion_matrix.png",
+                                        what),
              plot.plot_misclassified(seen, labels.numpy(), predictions.numpy(), confidences.numpy(), dataset.classes,
                                      out_dir / "misclassified.png"),
              plot.plot_reliability(metrics["calibration"]["before"], metrics["calibration"]["after"], temperature,
-                                   out_dir / "reliability.png", f"{name}, {len(labels)} images")]
+                                   out_dir / "reliability.png", what)]
     headline = (f"| images | accuracy | precision (macro) | recall (macro) |\n|---|---|---|---|\n"
                 f"| {len(labels)} | {metrics['accuracy']:.2%} | {metrics['precision_macro']:.4f} | "
                 f"{metrics['recall_macro']:.4f} |")

@@ -84,9 +84,9 @@ def _class_ticks(ax, classes, axes="xy"):
         ax.set_yticks(range(len(classes)), classes)
 
 
-def plot_confusion_matrix(matrix, classes, path):
-    """Counts in every cell, rows true and columns predicted; colour on a compressed scale so that
-    the few mistakes show beside the thousand-strong diagonal."""
+def plot_confusion_matrix(matrix, classes, path, what="test set"):
+    """Counts in every cell, rows true and columns predicted, of `what`; colour on a compressed scale so
+    that the few mistakes show beside the thousand-strong diagonal."""
     matrix = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(6.5 + 0.1 * max(map(len, classes)), 5.5))
     image = ax.imshow(matrix, cmap="Blues", norm=PowerNorm(gamma=0.3, vmin=0, vmax=max(1, matrix.max())))
@@ -94,7 +94,7 @@ def plot_confusion_matrix(matrix, classes, path):
     for (row, col), count in np.ndenumerate(matrix):
         ax.text(col, row, str(count), ha="center", va="center", fontsize=8,
                 color="white" if count > threshold else "black")
-    ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test set)")
+    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix ({what})")
     _class_ticks(ax, classes)
     fig.colorbar(image, ax=ax, label="images")
     return save(fig, path)
@@ -165,7 +165,7 @@ def plot_reliability(before, after, temperature, path, what="test set"):
         top.legend(loc="upper left", fontsize=8)
         bottom.bar(centres, bins["count"], width=1 / count, color="grey")
         bottom.set(yscale="log", xlabel="confidence (top probability)", ylabel="images")
-    fig.suptitle(f"Reliability diagram ({what}, 15 bins)")
+    fig.suptitle(f"Reliability diagram ({what}, {len(before['bins']['count'])} bins)")
     fig.tight_layout()
     return save(fig, path)
 

@@ -137,3 +137,13 @@ def test_the_training_curves_mark_whole_epochs_only(epochs):
     ticks = [tick for tick in axis.xaxis.get_major_locator()() if low <= tick <= high]
     assert ticks and all(tick == int(tick) for tick in ticks), ticks  # one epoch drew 0.945, 0.960, ... 1.050
     plot.plt.close("all")
+
+
+def test_the_confusion_matrix_names_the_images_it_counts(monkeypatch):
+    monkeypatch.setattr(plot, "save", lambda fig, path: fig)  # the figure itself, not its PNG
+    digits = [str(d) for d in range(10)]
+    tune = plot.plot_confusion_matrix([[5] * 10] * 10, digits, "unused.png", "tune, 540 images")
+    assert tune.axes[0].get_title() == "Confusion matrix (tune, 540 images)"  # was "(test set)" for any folder
+    assert plot.plot_confusion_matrix([[5] * 10] * 10, digits, "unused.png").axes[0].get_title() == (
+        "Confusion matrix (test set)")
+    plot.plt.close("all")
