@@ -2,7 +2,9 @@
 
 `print(CNN())` shows exactly the module tree printed in the seed; ReLUs between the linear layers, and
 the optional dropout before them, live in `forward` so that the tree stays as printed. The network
-returns logits.
+returns logits. Other files reach into it by these names: evaluate.py (L1's filters, L2's convolution for
+Grad-CAM, L4's features) and benchmarks/bench.py (the tutorial's layer order); a renamed layer is
+renamed there too.
 """
 
 import torch.nn as nn

@@ -120,7 +120,8 @@ def loss_and_accuracy(logits, labels):
 
 
 def augmentation(args):
-    """The dataset's augmentation as the options set it; None with --no-augment."""
+    """The dataset's augmentation as the options set it; None with --no-augment. An option left at None
+    keeps the dataset's own value, so one that differs between datasets must default to None."""
     if not args.augment:
         return None
     chosen = {option: value for option in AUGMENTATION_OPTIONS if (value := getattr(args, option)) is not None}
