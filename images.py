@@ -26,6 +26,8 @@ SMALLEST_SIDE = 112
 # from 179: not what a user's own large photo deserves.
 LARGEST_PICTURE = 250_000_000
 Image.MAX_IMAGE_PIXELS = None
+# Ink fainter than this fraction of full contrast leaves a picture taken for blank.
+MIN_CONTRAST = 0.05
 # A damaged file makes Pillow warn about its metadata ("Truncated File Read", "Tag data larger than
 # file"), lines of library noise among predict.py's one line per picture. The picture is read or
 # refused on its own: the warning adds nothing.
@@ -101,7 +103,7 @@ def border_of(grey):
     return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
 
 
-def crop_to_ink(grey, is_alpha_ink, min_contrast=0.05, threshold=0.2):
+def crop_to_ink(grey, is_alpha_ink, threshold=0.2):
     """What differs from the background (light on dark, scaled to [0, 1]), cropped to where it passes
     `threshold`. The background is the median of the border; a light one means dark ink."""
     if grey.ndim != 2 or grey.size == 0:
@@ -110,7 +112,7 @@ def crop_to_ink(grey, is_alpha_ink, min_contrast=0.05, threshold=0.2):
     darkest, lightest = float(grey.min()), float(grey.max())
     dark_ink = not is_alpha_ink and background > (darkest + lightest) / 2
     peak = background - darkest if dark_ink else lightest - background
-    if peak < min_contrast * white_of(grey):
+    if peak < MIN_CONTRAST * white_of(grey):
         raise ImageError("nothing found: the image is blank (or has almost no contrast)")
     # Crop first, so that the float arithmetic below touches only the box.
     inked = grey < background - threshold * peak if dark_ink else grey > background + threshold * peak
@@ -234,13 +236,13 @@ def ink_against_paper(grey, dark_ink, window):
     return ink - np.median(ink[::4, ::4])
 
 
-def digit_mask(ink, min_contrast=0.05, drawn=False):
+def digit_mask(ink, drawn=False):
     """Where the digit is: strong ink and the fainter ink joined to it (hysteresis), kept as whole
     strokes, without specks and smudges away from the digit. In a digital drawing (`drawn`: a border
     of one exact colour, as a canvas has) every mark is the digit's."""
     # The inkiest 2x2 block: one hot pixel is noise, not a digit (a drawing has no noise).
     peak = float((ink if drawn else block_means(ink)).max())
-    if peak < min_contrast:
+    if peak < MIN_CONTRAST:
         raise ImageError("no digit found: the image is blank (or has almost no contrast)")
     if drawn:
         return ink > 0.15 * peak
@@ -286,7 +288,7 @@ def place_by_mass(small):
     return canvas
 
 
-def digit_stages(source, min_contrast=0.05, max_pixels=None):
+def digit_stages(source, max_pixels=None):
     """Every stage of turning a digit picture into MNIST's form, as arrays in [0, 1] (see image_to_mnist):
     picture (grey, at most WORKING_SIDE), ink (paper removed), digit (its mask), cropped, mnist (28x28)."""
     grey, is_alpha_ink = open_grey(source, max_pixels)
@@ -294,7 +296,7 @@ def digit_stages(source, min_contrast=0.05, max_pixels=None):
         raise ImageError("cannot read image: it has no pixels")
     picture = working_copy(grey)
     ink, drawn = paper_removed(picture, is_alpha_ink)
-    mask = digit_mask(ink, min_contrast, drawn)
+    mask = digit_mask(ink, drawn)
     crop = bounding_box(mask)
     # Keep the digit's own soft edges, nothing from elsewhere (a drawing has nothing else), and stretch
     # its ink to [0, 1].
@@ -318,7 +320,7 @@ def digit_stages(source, min_contrast=0.05, max_pixels=None):
     return {"picture": picture, "ink": ink, "digit": mask, "cropped": cropped, "mnist": place_by_mass(small)}
 
 
-def image_to_mnist(source, min_contrast=0.05, max_pixels=None):
+def image_to_mnist(source, max_pixels=None):
     """Turn any digit picture into a normalized MNIST input [1, 28, 28], the way MNIST was made.
 
     The paper and its shading are taken out (paper_removed), the digit found without specks and
@@ -327,14 +329,14 @@ def image_to_mnist(source, min_contrast=0.05, max_pixels=None):
     mass at the centre. Raises ImageError for an unreadable file, one over `max_pixels`, or an image with
     no visible digit.
     """
-    mnist = digit_stages(source, min_contrast, max_pixels)["mnist"]
+    mnist = digit_stages(source, max_pixels)["mnist"]
     return torch.from_numpy(data.normalize(mnist[None], data.MNIST))
 
 
-def image_to_fashion(source, min_contrast=0.05, max_pixels=None):
+def image_to_fashion(source, max_pixels=None):
     """Turn a product photo into a normalized Fashion-MNIST input [1, 28, 28], as Xiao et al. made theirs:
     trimmed to the product, its longer side scaled to 28 pixels, centred, light on black."""
-    small = fit(crop_to_ink(*open_grey(source, max_pixels), min_contrast, threshold=0.05), 28)
+    small = fit(crop_to_ink(*open_grey(source, max_pixels), threshold=0.05), 28)
     canvas = np.zeros((28, 28), dtype=np.float32)
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
     canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
