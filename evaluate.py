@@ -15,8 +15,9 @@ so that the run's own results stay those of its best.pt.
 With --images DIR it evaluates a folder of labelled images of any format instead (DIR/0/..., ...,
 DIR/9/..., torchvision's ImageFolder layout; for Fashion-MNIST the folders may carry the class names),
 each prepared as predict.py prepares it, and writes its results to external-<DIR's name>/ in the
-checkpoint's results folder, leaving the test-set outputs as they are: the same metrics, and how well the
-confidences are calibrated there, with the temperature fitted on the validation split if one is.
+checkpoint's results folder, leaving the test-set outputs as they are: the same metrics, report and figures
+(but for the training curves and what the network learned), its calibration with the temperature fitted on
+the validation split if one is.
 """
 
 import csv
@@ -222,12 +223,38 @@ def calibration_table(c):
             f"| confidence at least | images answered | of them right |\n|---|---|---|\n{answers}")
 
 
-def write_predictions(path, labels, predictions, confidences, classes):
+def score(logits, labels, temperature, fitted_on, classes):
+    """The metrics of `logits` on `labels`, calibration included, and each image's prediction and
+    confidence as predict.py gives them (the logits divided by `temperature`, where one is fitted)."""
+    confidences, predictions = (logits / (temperature or 1.0)).softmax(1).max(1)
+    metrics = compute_metrics(labels.numpy(), predictions.numpy(), classes)
+    metrics["calibration"] = calibration_with(logits, labels, temperature, fitted_on)
+    return metrics, predictions.numpy(), confidences.numpy()
+
+
+def write_predictions(path, key, names, labels, predictions, confidences, classes):
+    """predictions.csv: a row per image, named in the column `key` by `names` (test-set indices, file paths)."""
     with data.atomic_write(path, "w") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["index", "label", "prediction", "confidence", "label_name", "prediction_name"])
-        for i, (label, prediction, confidence) in enumerate(zip(labels, predictions, confidences)):
-            writer.writerow([i, int(label), int(prediction), f"{confidence:.6f}", classes[label], classes[prediction]])
+        writer.writerow([key, "label", "prediction", "confidence", "label_name", "prediction_name"])
+        for name, label, prediction, confidence in zip(names, labels, predictions, confidences):
+            writer.writerow([name, int(label), int(prediction), f"{confidence:.6f}", classes[label],
+                             classes[prediction]])
+
+
+def plot_results(metrics, shown, labels, predictions, confidences, classes, out_dir, what):
+    """The figures of every evaluation, of `what`: the confusion matrix, precision and recall per class,
+    the most confident mistakes (`shown`: the images as uint8 pixels) and the reliability diagram."""
+    c = metrics["calibration"]
+    return [plot.plot_confusion_matrix(metrics["confusion_matrix"], classes, out_dir / "confusion_matrix.png", what),
+            plot.plot_per_class(held(metrics["per_class"]), out_dir / "per_class.png", what),
+            plot.plot_misclassified(shown, labels, predictions, confidences, classes, out_dir / "misclassified.png"),
+            plot.plot_reliability(c["before"], c["after"], c["temperature"], out_dir / "reliability.png", what)]
+
+
+def held(per_class):
+    """The rows of the classes the labels hold (a folder may have only some)."""
+    return [c for c in per_class if c["support"]]
 
 
 def read_history(run_dir, checkpoint):
@@ -239,23 +266,18 @@ def read_history(run_dir, checkpoint):
     return checkpoint.get("history", [])
 
 
-def write_report(path, metrics, plots):
-    headline = (f"| accuracy | precision (macro) | recall (macro) | F1 (macro) |\n|---|---|---|---|\n"
-                f"| {metrics['accuracy']:.2%} | {metrics['precision_macro']:.4f} | "
-                f"{metrics['recall_macro']:.4f} | {metrics['f1_macro']:.4f} |")
+def write_report(path, title, about, metrics, plots, sections="", plots_note=""):
+    """report.md: `title`, a line `about` what was evaluated, the headline figures, a per-class table,
+    any further `sections`, the calibration and the plots."""
+    headline = (f"| images | accuracy | precision (macro) | recall (macro) | F1 (macro) |\n|---|---|---|---|---|\n"
+                f"| {sum(c['support'] for c in metrics['per_class'])} | {metrics['accuracy']:.2%} | "
+                f"{metrics['precision_macro']:.4f} | {metrics['recall_macro']:.4f} | {metrics['f1_macro']:.4f} |")
     table = "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {c['name']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
-        for c in metrics["per_class"])
+        for c in held(metrics["per_class"]))
     figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
-    text = (f"# {metrics['dataset']} test-set report\n\n"
-            f"Checkpoint `{metrics['checkpoint']}` (epoch {metrics['epoch']}), "
-            f"evaluated on the {sum(c['support'] for c in metrics['per_class'])} test images.\n\n"
-            f"{headline}\n\n## Per class\n\n{table}\n\n"
-            f"## Calibration\n\n{calibration_table(metrics['calibration'])}\n\n"
-            f"## Plots\n\nGrad-CAM (Selvaraju et al. 2017) is taken on the last convolution's 14x14 output: it "
-            f"shows which parts of the image pushed the network toward a class, and is less noisy than raw input "
-            f"gradients at this size. The feature map is a seeded t-SNE of 2,000 test images, every mistake "
-            f"among them (or 2,000 mistakes, if there are more).\n\n{figures}\n")
+    text = (f"# {title}\n\n{about}\n\n{headline}\n\n## Per class\n\n{table}\n\n{sections}"
+            f"## Calibration\n\n{calibration_table(metrics['calibration'])}\n\n## Plots\n\n{plots_note}{figures}\n")
     with data.atomic_write(path, "w") as f:
         f.write(text)
 
@@ -342,49 +364,41 @@ def unreadable_section(problems):
     return f"## Files left out (they could not be read)\n\n{listed}\n\n"
 
 
+GRAD_CAM_AND_FEATURES = (
+    "Grad-CAM (Selvaraju et al. 2017) is taken on the last convolution's 14x14 output: it shows which parts of "
+    "the image pushed the network toward a class, and is less noisy than raw input gradients at this size. The "
+    "feature map is a seeded t-SNE of 2,000 test images, every mistake among them (or 2,000 mistakes, if there "
+    "are more).\n\n")
+
+
 def evaluate_folder(args, trained, results):
-    """Evaluate --images: metrics, predictions, confusion matrix and mistakes in external-<name>/ of the
-    checkpoint's `results` folder."""
-    path, checkpoint, dataset = trained.path, trained.checkpoint, trained.dataset
+    """Evaluate --images: metrics, predictions, report and plots in external-<name>/ of the checkpoint's
+    `results` folder, with the temperature fitted on the run's validation split, if one is."""
+    path, checkpoint, dataset, temperature = trained.path, trained.checkpoint, trained.dataset, trained.temperature
     inputs, labels, paths, problems = read_image_folder(args.images, dataset)
     logits = torch.cat([runtime.logits_of(trained.model, x, trained.precision) for x in inputs.split(args.batch_size)])
-    temperature = trained.temperature
-    confidences, predictions = (logits / (temperature or 1.0)).softmax(1).max(1)
+    # Whether the confidences, calibrated on the run's own validation split, can be trusted on these images too.
+    metrics, predictions, confidences = score(logits, labels, temperature,
+                                              "the run's validation split" if temperature else None, dataset.classes)
     name = Path(args.images).resolve().name
     out_dir = checkpoints.external_dir(results, name)
-    metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
     metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    images=len(labels), unreadable=problems)
-    # Whether the confidences, calibrated on the run's own validation split, can be trusted on these images too.
-    metrics["calibration"] = calibration_with(logits, labels, temperature,
-                                              "the run's validation split" if temperature else None)
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} images of {args.images}"
           + (f"; {len(problems)} could not be read, left out:" if problems else ""))
     print("".join(f"  {problem}\n" for problem in problems))
     print(format_report(metrics))
+
     data.write_json(out_dir / "metrics.json", metrics)
-    with data.atomic_write(out_dir / "predictions.csv", "w") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["path", "label", "prediction", "confidence"])
-        writer.writerows([p, dataset.classes[t], dataset.classes[q], f"{c:.6f}"]
-                         for p, t, q, c in zip(paths, labels.tolist(), predictions.tolist(), confidences.tolist()))
-    seen = (data.denormalize(inputs[:, 0], dataset).clamp(0, 1) * 255).round().byte().numpy()
-    what = f"{name}, {len(labels)} images"
-    plots = [plot.plot_confusion_matrix(metrics["confusion_matrix"], dataset.classes, out_dir / "confusion_matrix.png",
-                                        what),
-             plot.plot_misclassified(seen, labels.numpy(), predictions.numpy(), confidences.numpy(), dataset.classes,
-                                     out_dir / "misclassified.png"),
-             plot.plot_reliability(metrics["calibration"]["before"], metrics["calibration"]["after"], temperature,
-                                   out_dir / "reliability.png", what)]
-    headline = (f"| images | accuracy | precision (macro) | recall (macro) |\n|---|---|---|---|\n"
-                f"| {len(labels)} | {metrics['accuracy']:.2%} | {metrics['precision_macro']:.4f} | "
-                f"{metrics['recall_macro']:.4f} |")
-    figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
-    with data.atomic_write(out_dir / "report.md", "w") as f:
-        f.write(f"# {name}: external images\n\nCheckpoint `{path}` (epoch {metrics['epoch']}) on `{args.images}`, "
-                f"each image prepared as predict.py prepares it (the mistakes show the 28x28 input the network "
-                f"read).\n\n{headline}\n\n{unreadable_section(problems)}"
-                f"## Calibration\n\n{calibration_table(metrics['calibration'])}\n\n{figures}\n")
+    write_predictions(out_dir / "predictions.csv", "path", paths, labels.numpy(), predictions, confidences,
+                      dataset.classes)
+    shown = (data.denormalize(inputs[:, 0], dataset).clamp(0, 1) * 255).round().byte().numpy()
+    plots = plot_results(metrics, shown, labels.numpy(), predictions, confidences, dataset.classes, out_dir,
+                         f"{name}, {len(labels)} images")
+    write_report(out_dir / "report.md", f"{name}: external images",
+                 f"Checkpoint `{path}` (epoch {metrics['epoch']}) on `{args.images}`, each image prepared as "
+                 f"predict.py prepares it (the mistakes show the 28x28 input the network read).",
+                 metrics, plots, sections=unreadable_section(problems))
     print(f"\nwrote metrics.json, predictions.csv, report.md and {len(plots)} plots to {out_dir}")
     return metrics
 
@@ -406,31 +420,25 @@ def evaluate(args):
     logits, features = logits_and_features(model, test_images.to(device), args.batch_size, precision, dataset)
     seconds = time.perf_counter() - started
     temperature, fitted_on = fit_on_validation(model, checkpoint, args.data_dir, args.batch_size, precision, dataset)
-    confidences, predictions = (logits / (temperature or 1.0)).softmax(1).max(1)
-
-    metrics = compute_metrics(labels.numpy(), predictions.numpy(), dataset.classes)
+    metrics, predictions, confidences = score(logits, labels, temperature, fitted_on, dataset.classes)
     metrics.update(dataset=dataset.folder, checkpoint=str(path), epoch=int(checkpoint["epoch"]),
                    test_images=len(labels), model_seconds=round(seconds, 3))
-    metrics["calibration"] = calibration_with(logits, labels, temperature, fitted_on)
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} test images, "
           f"{seconds:.2f}s of model time on {device} in {precision}\n")
     print(format_report(metrics))
 
     checkpoints.save_temperature(path, checkpoint, temperature, fitted_on)
     data.write_json(out_dir / "metrics.json", metrics)
-    labels, predictions, confidences = labels.numpy(), predictions.numpy(), confidences.numpy()
-    write_predictions(out_dir / "predictions.csv", labels, predictions, confidences, dataset.classes)
+    labels = labels.numpy()
+    write_predictions(out_dir / "predictions.csv", "index", range(len(labels)), labels, predictions, confidences,
+                      dataset.classes)
     plots = plot.plot_history(read_history(path.parent, checkpoint), out_dir, test_acc=metrics["accuracy"])
-    plots.append(plot.plot_confusion_matrix(metrics["confusion_matrix"], dataset.classes,
-                                            out_dir / "confusion_matrix.png"))
-    plots.append(plot.plot_per_class(metrics["per_class"], out_dir / "per_class.png"))
-    plots.append(plot.plot_misclassified(test_images.numpy(), labels, predictions, confidences, dataset.classes,
-                                         out_dir / "misclassified.png"))
-    calibrated = metrics["calibration"]
-    plots.append(plot.plot_reliability(calibrated["before"], calibrated["after"], temperature,
-                                       out_dir / "reliability.png", f"test set, {len(labels)} images"))
+    plots += plot_results(metrics, test_images.numpy(), labels, predictions, confidences, dataset.classes, out_dir,
+                          f"test set, {len(labels)} images")
     plots += explain(model, test_images, labels, predictions, confidences, features.numpy(), dataset, out_dir)
-    write_report(out_dir / "report.md", metrics, plots)
+    write_report(out_dir / "report.md", f"{dataset.folder} test-set report",
+                 f"Checkpoint `{path}` (epoch {metrics['epoch']}), evaluated on the {len(labels)} test images.",
+                 metrics, plots, plots_note=GRAD_CAM_AND_FEATURES)
     print(f"\nwrote metrics.json, predictions.csv, temperature.json, report.md and {len(plots)} plots to {out_dir}")
     return metrics
 

@@ -100,8 +100,8 @@ def plot_confusion_matrix(matrix, classes, path, what="test set"):
     return save(fig, path)
 
 
-def plot_per_class(per_class, path):
-    """Precision and recall per class as grouped bars, zoomed in so the differences are visible."""
+def plot_per_class(per_class, path, what="test set"):
+    """Precision and recall per class of `what` as grouped bars, zoomed in so the differences are visible."""
     classes = [c["name"] for c in per_class]
     digits = np.arange(len(per_class))
     precision = np.array([c["precision"] for c in per_class]) * 100
@@ -111,7 +111,7 @@ def plot_per_class(per_class, path):
     ax.bar(digits + 0.2, recall, width=0.4, color=ORANGE, label="recall", hatch="//", edgecolor="white")
     low = min(precision.min(), recall.min())
     ax.set_ylim(max(0, np.floor(low - (100 - low) * 0.5)), 100)
-    ax.set(ylabel="% (axis zoomed)", title="Precision and recall per class (test set)")
+    ax.set(ylabel="% (axis zoomed)", title=f"Precision and recall per class ({what})")
     _class_ticks(ax, classes, "x")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,6 +209,15 @@ def test_evaluate_images_names_the_files_it_left_out(trained_run, tmp_path):
     held = [c for c in metrics["per_class"] if c["support"]]
     assert [c["name"] for c in held] == ["3", "7"] and len(metrics["unreadable"]) == 1
     assert metrics["recall_macro"] == pytest.approx(sum(c["recall"] for c in held) / 2)
+    # The same report as the test set's: F1 in the headline, and a row per class the folder holds.
+    report = (run_dir / "external-mine" / "report.md").read_text()
+    assert f"| 2 | {metrics['accuracy']:.2%} |" in report and f"| {metrics['f1_macro']:.4f} |" in report
+    rows = [line for line in report.split("## Per class")[1].split("##")[0].splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows] == ["| class", "| 3", "| 7"]
+    with open(run_dir / "external-mine" / "predictions.csv", newline="") as f:
+        predicted = {row["path"]: row for row in csv.DictReader(f)}
+    assert {Path(path).parent.name for path in predicted} == {"3", "7"}
+    assert all(row["label_name"] == Path(path).parent.name for path, row in predicted.items())
 
 
 def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_path):

@@ -244,8 +244,10 @@ def test_evaluate_images_reports_an_external_set(external, trained_run):
     assert metrics["accuracy"] == pytest.approx(sum(r["label"] == r["prediction"] for r in rows) / len(rows))
     assert sum(map(sum, metrics["confusion_matrix"])) == len(rows)
     assert {r["label"] for r in rows} == {str(d) for d in range(10)}
-    for name in ("confusion_matrix.png", "misclassified.png", "report.md"):
+    for name in ("confusion_matrix.png", "per_class.png", "misclassified.png", "reliability.png", "report.md"):
+        assert f"]({name})" in (out / "report.md").read_text() or name == "report.md"
         assert (out / name).is_file()
+    assert "F1 (macro)" in (out / "report.md").read_text()
     assert f"accuracy            {metrics['accuracy']:.4f}" in result.stdout
     after = (run_dir / "metrics.json").read_bytes() if (run_dir / "metrics.json").exists() else None
     assert after == before  # the MNIST outputs are left as they are
