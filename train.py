@@ -242,7 +242,7 @@ def prepare_run_dir(args):
     holds_a_run = (run_dir / "last.pt").exists()
     if holds_a_run and not (args.resume or args.overwrite):
         raise cli.RunError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
-                       "start it again, or --run-dir for a new one")
+                           "start it again, or --run-dir for a new one")
     if holds_a_run and args.overwrite:  # only where a run is: a folder of other files keeps them
         remove_earlier_run(run_dir)
     for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed; the real file is whole
@@ -324,6 +324,22 @@ def reached_target(history, target_acc):
     return bool(history) and target_acc is not None and history[-1]["val_acc"] >= target_acc
 
 
+def restore_training_state(checkpoint, run_dir, model, averaged, optimizer, scheduler, device):
+    """Put last.pt's weights, their moving average, the optimizer, the schedule and the random state back,
+    so that the run goes on as if it had never stopped; RunError if they do not fit this run."""
+    checkpoints.load_weights(model if averaged is None else averaged.module, checkpoint)
+    try:
+        if averaged is not None:
+            model.load_state_dict(checkpoint["trained"])
+            averaged.n_averaged += 1  # any count but 0: the next step updates the average, not copies
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        runtime.set_rng_state(checkpoint["rng"], device)
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise cli.RunError(f"{run_dir / 'last.pt'}: its training state (optimizer, schedule, weight average or "
+                           f"random state) does not fit this run ({e}); start afresh with --overwrite") from None
+
+
 def save_checkpoints(run_dir, checkpoint, is_best):
     """best.pt (if this epoch is the best yet), then last.pt. When the disk is full the epoch before's stay
     whole, and a first epoch's best.pt with no last.pt beside it goes: no run is left that cannot resume."""
@@ -345,7 +361,7 @@ def train(args, device, given):
     if args.resume:
         if not (run_dir / "last.pt").exists():
             raise cli.RunError(f"nothing to resume: {run_dir} has no last.pt (no epoch had completed); "
-                           f"start it with: python train.py --run-dir {run_dir}")
+                               f"start it with: python train.py --run-dir {run_dir}")
         checkpoint = checkpoints.load(run_dir / "last.pt")
         restore_args(args, checkpoint, run_dir, given)
     if device.type == "cpu":
@@ -359,17 +375,7 @@ def train(args, device, given):
     config = {**run_config(args, device), "precision_used": precision, "precision_reason": why}
     history, best_val_acc, start_epoch = [], -1.0, 1
     if checkpoint is not None:
-        checkpoints.load_weights(kept, checkpoint)
-        try:
-            if averaged is not None:
-                model.load_state_dict(checkpoint["trained"])
-                averaged.n_averaged += 1  # any count but 0: the next step updates the average, not copies
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            runtime.set_rng_state(checkpoint["rng"], device)
-        except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise cli.RunError(f"{run_dir / 'last.pt'}: its training state (optimizer, schedule, weight average or "
-                               f"random state) does not fit this run ({e}); start afresh with --overwrite") from None
+        restore_training_state(checkpoint, run_dir, model, averaged, optimizer, scheduler, device)
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
         start_epoch = checkpoint["epoch"] + 1
         if start_epoch > args.epochs or reached_target(history, args.target_acc):  # it fits, and nothing is left
