@@ -155,7 +155,7 @@ def disk_full(error):
 
 def write_json(path, obj):
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(obj, f, indent=2, allow_nan=False)  # NaN is no JSON: other readers refuse the file
         f.write("\n")
 
 

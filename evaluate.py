@@ -60,23 +60,49 @@ SURE_ENOUGH = (0.5, 0.9, 0.99)  # answering only at or above these confidences: 
 def compute_metrics(labels, predictions, classes=data.MNIST.classes):
     """Accuracy, precision, recall and F1 (macro, weighted and per class) and the confusion matrix.
 
-    The macro averages are over the classes the labels hold: a folder of only 1s and 7s read perfectly
-    scores 1.0, not 0.2 for eight classes it never had a chance at."""
+    scikit-learn's, over the classes that occur in the labels or the predictions, where a figure that is
+    undefined is None in its class's row and left out of the averages: the precision of a class never
+    predicted, the recall of a class no image belongs to. So a folder of only 1s and 7s read perfectly
+    scores 1.0, not 0.2 for eight classes it never had a chance at; and a 7 read as a 3 there counts
+    against the macro precision (class 3's is 0), not only against the recall of the 7s."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
-    indices = list(range(len(classes)))
     metrics = {"accuracy": float(accuracy_score(labels, predictions))}
     for average in ("macro", "weighted"):
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            labels, predictions, labels=np.unique(labels), average=average, zero_division=0)
-        metrics.update({f"precision_{average}": float(precision), f"recall_{average}": float(recall),
-                        f"f1_{average}": float(f1)})
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predictions, labels=indices, zero_division=0)
+        precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, average=average,
+                                                                   zero_division=np.nan)
+        metrics.update({f"precision_{average}": defined(precision), f"recall_{average}": defined(recall),
+                        f"f1_{average}": defined(f1)})
+    indices = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=indices,
+                                                                     zero_division=np.nan)
     metrics["per_class"] = [
-        {"class": k, "name": name, "precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]),
-         "support": int(support[k])} for k, name in enumerate(classes)]
+        {"class": k, "name": name, "precision": defined(precision[k]), "recall": defined(recall[k]),
+         "f1": defined(f1[k]), "support": int(support[k])} for k, name in enumerate(classes)]
     metrics["confusion_matrix"] = confusion_matrix(labels, predictions, labels=indices).tolist()
     return metrics
+
+
+def defined(value):
+    """A float for JSON, None where it is undefined (NaN, which JSON has no word for)."""
+    return None if math.isnan(value) else float(value)
+
+
+def occurring(per_class):
+    """The rows of the classes that occur in the labels or the predictions (a folder may hold only some)."""
+    return [c for c in per_class if c["precision"] is not None or c["recall"] is not None]
+
+
+UNDEFINED = ("— undefined: the precision of a class never predicted, the recall of a class no image belongs to; "
+             "the macro averages leave these out")
+
+
+def undefined(per_class):
+    return any(None in (c["precision"], c["recall"], c["f1"]) for c in per_class)
+
+
+def number(value, spec=".4f", width=0):
+    """A figure as the report prints it; an undefined one as a dash."""
+    return f"{'—' if value is None else format(value, spec):>{width}}"
 
 
 def calibration(logits, labels, bins=15):
@@ -106,8 +132,8 @@ def calibration(logits, labels, bins=15):
         answered.append({"confidence": least, "share": sure.double().mean().item(),
                          "accuracy": correct[sure].mean().item() if sure.any() else None})
     return {"ece": ece, "nll": F.cross_entropy(logits.float(), labels).item(), "brier": brier,
-            "bins": {"count": counts.long().tolist(), "accuracy": accuracy.tolist(),
-                     "confidence": mean_confidence.tolist()}, "answered": answered}
+            "bins": {"count": counts.long().tolist(), "accuracy": [defined(a) for a in accuracy.tolist()],
+                     "confidence": [defined(c) for c in mean_confidence.tolist()]}, "answered": answered}
 
 
 def calibration_with(logits, labels, temperature, fitted_on):
@@ -178,8 +204,10 @@ def format_report(metrics):
     names = [c["name"] for c in metrics["per_class"]]
     width = max(5, *map(len, names))
     lines += ["", f"{'class':>{width}}  precision  recall      f1  support"]
-    lines += [f"{c['name']:>{width}}  {c['precision']:>9.4f}  {c['recall']:>6.4f}  {c['f1']:>6.4f}  {c['support']:>7}"
-              for c in metrics["per_class"]]
+    lines += [f"{c['name']:>{width}}  {number(c['precision'], width=9)}  {number(c['recall'], width=6)}  "
+              f"{number(c['f1'], width=6)}  {c['support']:>7}" for c in metrics["per_class"]]
+    if undefined(metrics["per_class"]):
+        lines.append(UNDEFINED)
     lines += ["", "confusion matrix (rows: true class, columns: predicted; classes in the order above)",
               " " * (width + 1) + "".join(f"{k:>6}" for k in range(len(names)))]
     lines += [f"{name:>{width + 1}}" + "".join(f"{n:>6}" for n in row)
@@ -247,14 +275,9 @@ def plot_results(metrics, shown, labels, predictions, confidences, classes, out_
     the most confident mistakes (`shown`: the images as uint8 pixels) and the reliability diagram."""
     c = metrics["calibration"]
     return [plot.plot_confusion_matrix(metrics["confusion_matrix"], classes, out_dir / "confusion_matrix.png", what),
-            plot.plot_per_class(held(metrics["per_class"]), out_dir / "per_class.png", what),
+            plot.plot_per_class(occurring(metrics["per_class"]), out_dir / "per_class.png", what),
             plot.plot_misclassified(shown, labels, predictions, confidences, classes, out_dir / "misclassified.png"),
             plot.plot_reliability(c["before"], c["after"], c["temperature"], out_dir / "reliability.png", what)]
-
-
-def held(per_class):
-    """The rows of the classes the labels hold (a folder may have only some)."""
-    return [c for c in per_class if c["support"]]
 
 
 def read_history(run_dir, checkpoint):
@@ -273,8 +296,10 @@ def write_report(path, title, about, metrics, plots, sections="", plots_note="")
                 f"| {sum(c['support'] for c in metrics['per_class'])} | {metrics['accuracy']:.2%} | "
                 f"{metrics['precision_macro']:.4f} | {metrics['recall_macro']:.4f} | {metrics['f1_macro']:.4f} |")
     table = "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + "\n".join(
-        f"| {c['name']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |"
-        for c in held(metrics["per_class"]))
+        f"| {c['name']} | {number(c['precision'])} | {number(c['recall'])} | {number(c['f1'])} | {c['support']} |"
+        for c in occurring(metrics["per_class"]))
+    if undefined(occurring(metrics["per_class"])):
+        table += f"\n\n{UNDEFINED}."
     figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
     text = (f"# {title}\n\n{about}\n\n{headline}\n\n## Per class\n\n{table}\n\n{sections}"
             f"## Calibration\n\n{calibration_table(metrics['calibration'])}\n\n## Plots\n\n{plots_note}{figures}\n")

@@ -101,17 +101,19 @@ def plot_confusion_matrix(matrix, classes, path, what="test set"):
 
 
 def plot_per_class(per_class, path, what="test set"):
-    """Precision and recall per class of `what` as grouped bars, zoomed in so the differences are visible."""
+    """Precision and recall per class of `what` as grouped bars, zoomed in so the differences are visible
+    (an undefined figure, None, has no bar)."""
     classes = [c["name"] for c in per_class]
     digits = np.arange(len(per_class))
-    precision = np.array([c["precision"] for c in per_class]) * 100
-    recall = np.array([c["recall"] for c in per_class]) * 100
+    precision = np.array([c["precision"] for c in per_class], dtype=float) * 100
+    recall = np.array([c["recall"] for c in per_class], dtype=float) * 100
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(digits - 0.2, precision, width=0.4, color=BLUE, label="precision")
     ax.bar(digits + 0.2, recall, width=0.4, color=ORANGE, label="recall", hatch="//", edgecolor="white")
-    low = min(precision.min(), recall.min())
-    ax.set_ylim(max(0, np.floor(low - (100 - low) * 0.5)), 100)
-    ax.set(ylabel="% (axis zoomed)", title=f"Precision and recall per class ({what})")
+    low = np.nanmin(np.concatenate([precision, recall]))
+    bottom = max(0, np.floor(low - (100 - low) * 0.5)) if low < 100 else 90
+    ax.set_ylim(bottom, 100)
+    ax.set(ylabel="%" + (" (axis zoomed)" if bottom > 0 else ""), title=f"Precision and recall per class ({what})")
     _class_ticks(ax, classes, "x")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)

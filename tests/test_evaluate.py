@@ -46,14 +46,24 @@ def test_metrics_match_a_hand_worked_confusion_matrix():
     assert len(m["confusion_matrix"]) == 10 and all(len(row) == 10 for row in m["confusion_matrix"])
 
 
-def test_macro_averages_leave_out_classes_the_labels_do_not_hold():
-    # A folder of 1s and 7s, one 7 read as a 3: a class predicted but never labelled counts against the
-    # labelled class's recall, and is no class of the average.
+def test_macro_averages_are_over_the_classes_that_occur_where_each_is_defined():
+    # A folder of 1s and 7s, one 7 read as a 3. Class 3 was predicted once, wrongly: its precision is 0
+    # and counts; it holds no image, so it has no recall. The other seven classes never occur.
     m = evaluate.compute_metrics([1, 1, 7, 7], [1, 1, 7, 3])
-    assert m["precision_macro"] == pytest.approx((1 + 1) / 2)
+    assert m["precision_macro"] == pytest.approx((1 + 1 + 0) / 3)
     assert m["recall_macro"] == pytest.approx((1 + 1 / 2) / 2)
-    assert m["f1_macro"] == pytest.approx((1 + 2 / 3) / 2)
+    assert m["f1_macro"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    per = {c["class"]: c for c in m["per_class"]}
+    assert (per[3]["precision"], per[3]["recall"], per[3]["f1"]) == (0.0, None, 0.0)
+    assert (per[5]["precision"], per[5]["recall"], per[5]["f1"]) == (None, None, None)
+    assert [c["class"] for c in evaluate.occurring(m["per_class"])] == [1, 3, 7]
     assert evaluate.compute_metrics([1, 7], [1, 7])["precision_macro"] == 1.0
+    # A class no image was given as: its precision is undefined and left out, its recall is 0.
+    m = evaluate.compute_metrics([0, 0, 1], [0, 0, 0])
+    assert m["precision_macro"] == pytest.approx(2 / 3) and m["recall_macro"] == pytest.approx(1 / 2)
+    text = evaluate.format_report(m)
+    assert "—" in text and "undefined" in text
+    json.dumps(m, allow_nan=False)  # JSON that every reader takes: no NaN
 
 
 def test_report_lists_every_digit_and_the_matrix():
@@ -77,7 +87,12 @@ def evaluated_run(trained_run, real_mnist_dir):
 
 def test_metrics_json_and_predictions_csv_agree(evaluated_run):
     run_dir, result = evaluated_run
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+
+    def no_nan(constant):  # NaN and Infinity are Python's extension, which other JSON readers refuse
+        raise AssertionError(f"metrics.json holds {constant}")
+
+    metrics = json.loads((run_dir / "metrics.json").read_text(), parse_constant=no_nan)
+    assert None in metrics["calibration"]["before"]["bins"]["accuracy"]  # a tiny run leaves some bins empty
     for key in ["accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
                 "recall_weighted", "f1_weighted", "per_class", "confusion_matrix", "checkpoint", "epoch"]:
         assert key in metrics, key
@@ -212,12 +227,13 @@ def test_evaluate_images_names_the_files_it_left_out(trained_run, tmp_path):
     # The same report as the test set's: F1 in the headline, and a row per class the folder holds.
     report = (run_dir / "external-mine" / "report.md").read_text()
     assert f"| 2 | {metrics['accuracy']:.2%} |" in report and f"| {metrics['f1_macro']:.4f} |" in report
-    rows = [line for line in report.split("## Per class")[1].split("##")[0].splitlines() if line.startswith("| ")]
-    assert [row.split(" | ")[0] for row in rows] == ["| class", "| 3", "| 7"]
     with open(run_dir / "external-mine" / "predictions.csv", newline="") as f:
         predicted = {row["path"]: row for row in csv.DictReader(f)}
     assert {Path(path).parent.name for path in predicted} == {"3", "7"}
     assert all(row["label_name"] == Path(path).parent.name for path, row in predicted.items())
+    occurring = sorted({row[key] for row in predicted.values() for key in ("label_name", "prediction_name")})
+    rows = [line for line in report.split("## Per class")[1].split("##")[0].splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows] == ["| class"] + [f"| {name}" for name in occurring]
 
 
 def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_path):
