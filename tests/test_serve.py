@@ -3,6 +3,7 @@
 import asyncio
 import io
 import json
+import shutil
 import signal
 import socket
 
@@ -13,6 +14,7 @@ from conftest import one_line_error, run_script, start_server
 from fastapi.testclient import TestClient
 from PIL import Image
 
+import checkpoints
 import images
 import serve
 import strokes
@@ -24,10 +26,21 @@ def png(image, **options):
     return buffer.getvalue()
 
 
+TEMPERATURE = 0.5
+
+
 @pytest.fixture(scope="module")
-def app(trained_run):
-    run_dir, _ = trained_run
-    return serve.create_app(run_dir / "best.pt")
+def calibrated(trained_run, tmp_path_factory):
+    """A copy of the shared run's best.pt with a temperature of its own, which the answers must apply."""
+    path = tmp_path_factory.mktemp("served") / "best.pt"
+    shutil.copy(trained_run[0] / "best.pt", path)
+    checkpoints.save_temperature(path, checkpoints.load(path), TEMPERATURE, "a test")
+    return path
+
+
+@pytest.fixture(scope="module")
+def app(calibrated):
+    return serve.create_app(calibrated)
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +53,13 @@ def post_image(client, body, content_type="image/png"):
     return client.post("/api/predict", content=body, headers={"Content-Type": content_type})
 
 
-def test_health_names_the_checkpoint(client, trained_run):
-    run_dir, _ = trained_run
+def test_health_names_the_checkpoint(client, calibrated):
     answer = client.get("/api/health").json()
-    best = torch.load(run_dir / "best.pt", weights_only=True)
-    assert answer["status"] == "ok" and answer["checkpoint"] == str(run_dir / "best.pt")
+    best = torch.load(calibrated, weights_only=True)
+    assert answer["status"] == "ok" and answer["checkpoint"] == str(calibrated)
     assert answer["epoch"] == best["epoch"] and answer["val_acc"] == pytest.approx(best["val_acc"])
+    assert answer["dataset"] == "mnist" and answer["classes"] == [str(d) for d in range(10)]
+    assert (answer["device"], answer["precision"], answer["temperature"]) == ("cpu", "fp32", TEMPERATURE)
 
 
 def test_predict_answers_with_what_the_network_saw(client, app):
@@ -62,17 +76,11 @@ def test_predict_answers_with_what_the_network_saw(client, app):
     assert max(map(max, answer["input"])) == 255 and answer["input"][0] == [0] * 28
 
 
-def test_the_probabilities_are_the_checkpoints(client, trained_run):
-    import checkpoints
-
-    run_dir, _ = trained_run
-    checkpoint = checkpoints.load(run_dir / "best.pt")
-    model = checkpoints.load_model(checkpoint)
-    # Calibrated with the temperature evaluate.py kept for this checkpoint, if it ran (test_evaluate.py).
-    temperature = checkpoints.load_temperature(run_dir / "best.pt", checkpoint) or 1.0
+def test_the_probabilities_are_the_checkpoints(client, calibrated):
+    model = checkpoints.load_model(checkpoints.load(calibrated))
     body = png(strokes.render(3))
-    with torch.inference_mode():
-        expected = (model(images.image_to_mnist(body)[None]) / temperature).softmax(1)[0]
+    with torch.inference_mode():  # calibrated with the temperature kept beside the checkpoint
+        expected = (model(images.image_to_mnist(body)[None]) / TEMPERATURE).softmax(1)[0]
     got = torch.tensor(post_image(client, body).json()["probabilities"])
     assert torch.allclose(got, expected, atol=1e-5)
 
@@ -162,8 +170,6 @@ def test_concurrent_requests_each_get_their_own_answer(app):
 
 
 def test_requests_that_wait_together_share_one_forward_pass(trained_run):
-    import checkpoints
-
     run_dir, _ = trained_run
     model = checkpoints.load_model(checkpoints.load(run_dir / "best.pt"))
     batch_sizes = []

@@ -144,7 +144,9 @@ def test_checkpoints_load_safely_and_hold_the_whole_state(trained_run):
     assert best["val_acc"] == best["best_val_acc"] == max(r["val_acc"] for r in last["history"])
     model = checkpoints.load_model(best)
     _, val = data.split_train_val(*data.load_split(last["config"]["data_dir"], fetch=False), 500, seed=0)
-    _, accuracy = train.loss_and_accuracy(runtime.predict_logits(model, val[0][:256]), val[1][:256])
+    # In the precision the run validated in (bf16 where `auto` picks it): fp32 may read an image otherwise.
+    logits = runtime.predict_logits(model, val[0][:256], precision=last["config"]["precision_used"])
+    _, accuracy = train.loss_and_accuracy(logits, val[1][:256])
     assert accuracy == pytest.approx(best["history"][best["epoch"] - 1]["val_acc"], abs=1e-6)
 
 
