@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from conftest import TINY_RUN, run_script
 from PIL import Image, ImageDraw
 
+import checkpoints
 import data
 import evaluate
 import images
+import runtime
 import strokes
 
 
@@ -133,7 +135,7 @@ def test_every_plot_and_the_report_are_written(evaluated_run):
     assert "## Calibration" in report and "| calibrated |" in report and "Grad-CAM" in report
 
 
-def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, tmp_path):
+def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, real_mnist_dir, tmp_path):
     run_dir, result = evaluated_run
     calibration = json.loads((run_dir / "metrics.json").read_text())["calibration"]
     assert calibration["fitted_on"].startswith("the run's validation split")
@@ -154,9 +156,13 @@ def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, tmp_pat
         assert answered["accuracy"] == (pytest.approx(np.mean(right), abs=3e-3) if right else None)
     kept = json.loads((run_dir / "temperature.json").read_text())
     assert kept["checkpoint"] == "best.pt" and kept["temperature"] == calibration["temperature"]
+    # Fitted on the run's 500 validation images, in the precision evaluate.py picked, and not on the test set.
+    checkpoint = checkpoints.load(run_dir / "best.pt")
+    _, (val_x, val_y) = data.training_splits(real_mnist_dir, 500, 256, fetch=False)
+    precision, _ = runtime.pick_precision("auto", "cpu")
+    val_logits = runtime.predict_logits(checkpoints.load_model(checkpoint), val_x, 500, precision)
+    assert kept["temperature"] == pytest.approx(evaluate.fit_temperature(val_logits, val_y), rel=1e-4)
     # predict.py prints softmax(logits / T) for the same checkpoint.
-    import checkpoints
-
     (tmp_path / "seven.png").write_bytes(png_of(strokes.render(7)))
     printed = run_script("predict.py", tmp_path / "seven.png", "--run-dir", run_dir, "--top", 1)
     assert printed.returncode == 0
@@ -168,8 +174,6 @@ def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, tmp_pat
 
 
 def test_evaluating_another_checkpoint_leaves_the_runs_own_results(evaluated_run, real_mnist_dir, tmp_path):
-    import checkpoints
-
     run_dir = tmp_path / "run"
     shutil.copytree(evaluated_run[0], run_dir)
     own = ("metrics.json", "temperature.json", "report.md", "predictions.csv", "confusion_matrix.png")
