@@ -254,7 +254,8 @@ def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_
     one.save(tmp_path / "drawn-one.png")
     (tmp_path / "notes.txt").write_text("not a picture")  # a folder given is read for its images only
     Image.new("L", (10, 10)).save(tmp_path / "scan.pdf")  # Pillow writes PDF but cannot read it
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "sub").mkdir(parents=True)  # a folder's subfolders are not read
+    one.save(tmp_path / "empty" / "sub" / "deeper.png")
     result = run_script("predict.py", tmp_path, "--run-dir", reader_run)
     assert result.returncode == 0, result.stderr
     guesses = {line.split(": ")[0]: int(line.split(": ")[1][0]) for line in result.stdout.splitlines()}
@@ -294,6 +295,17 @@ def test_ece_nll_and_brier_match_hand_worked_values():
     bins = result["bins"]
     assert sum(bins["count"]) == 4 and bins["count"][13] == 2 and bins["count"][9] == 2  # (13/15, 14/15], (9/15, 10/15]
     assert bins["accuracy"][13] == 0.5 and bins["confidence"][9] == pytest.approx(0.62, abs=1e-6)
+
+
+def test_a_temperature_is_used_only_for_the_checkpoint_and_epoch_it_was_fitted_for(tmp_path):
+    best = tmp_path / "best.pt"
+    checkpoints.save_temperature(best, {"epoch": 3}, 0.5, "a test")
+    assert checkpoints.load_temperature(best, {"epoch": 3}) == 0.5
+    assert checkpoints.load_temperature(best, {"epoch": 4}) is None  # best.pt has moved on since
+    (tmp_path / "temperature.json").write_text('{"checkpoint": "last.pt", "epoch": 3, "temperature": 0.5}')
+    assert checkpoints.load_temperature(best, {"epoch": 3}) is None  # another file's
+    (tmp_path / "temperature.json").write_text('{"checkpoint": "best.pt", "epoch": 3, "temperature": -1}')
+    assert checkpoints.load_temperature(best, {"epoch": 3}) is None
 
 
 def test_answering_only_when_sure_counts_the_answers_and_their_accuracy():

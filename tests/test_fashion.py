@@ -36,6 +36,11 @@ def test_fashion_warp_mirrors_and_shifts_but_never_rotates():
     # Shifted by whole-pixel-ish amounts, not turned: the block stays 8 rows tall and upright.
     rows_inked = (warped.sum(3) > 0.5).sum((1, 2))
     assert rows_inked.float().mean().item() == pytest.approx(8, abs=1.0)
+    # A level line 20 pixels long stays level: turned by even 5 degrees it would cross three rows.
+    line = torch.zeros(256, 1, 28, 28)
+    line[:, :, 14, 4:24] = 1.0
+    warped = data.random_warp(line, torch.Generator().manual_seed(0), FASHION.augmentation)
+    assert (warped.sum(3) > 0.05).sum((1, 2)).max().item() <= 2
 
 
 @pytest.fixture

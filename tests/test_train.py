@@ -121,6 +121,7 @@ def test_run_directory_holds_everything(trained_run):
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert list(rows[0]) == train.HISTORY_FIELDS
     assert all(0 <= float(r["val_acc"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
+    assert float(rows[-1]["lr"]) < float(rows[0]["lr"]) / 5  # one cycle, annealed toward nothing at the end
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["seed"] == 0 and config["torch"] == str(torch.__version__)
     assert config["device_used"] == runtime.pick_device("auto").type and "torchvision" in config
@@ -233,6 +234,22 @@ def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_
     assert same_weights(straight / "last.pt", killed / "last.pt")
     assert all(torch.equal(t, b["trained"][k]) for k, t in a["trained"].items())
     assert not torch.equal(a["model"]["L5.weight"], a["trained"]["L5.weight"])  # "model" is the average
+
+
+def test_an_epoch_trains_on_augmented_images_unless_told_not_to():
+    images = torch.zeros(64, 28, 28, dtype=torch.uint8)
+    images[:, 6:22, 12:16] = 255
+    labels = torch.arange(64) % 10
+
+    def weights_after_an_epoch(*options):
+        args = train.parse_args(["--batch-size", "32", "--epochs", "1", *options])
+        model, optimizer, scheduler = train.build(args, len(images), torch.device("cpu"))
+        train.train_one_epoch(model, optimizer, scheduler, images, labels, args, 1)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    plain = weights_after_an_epoch("--no-augment")
+    assert torch.equal(weights_after_an_epoch("--no-augment"), plain)  # the same seed, the same weights
+    assert not torch.equal(weights_after_an_epoch(), plain)  # the default warps what it trains on
 
 
 def test_augmentation_options_reach_the_augmentation():
