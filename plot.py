@@ -44,7 +44,7 @@ def save(fig, path):
     return path
 
 
-def _curve(history, key, ylabel, title, test_value=None, percent=False):
+def _curve(history, key, ylabel, title, test_value=None, tested="", percent=False):
     epochs = [int(row["epoch"]) for row in history]
     scale = 100 if percent else 1
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -54,7 +54,7 @@ def _curve(history, key, ylabel, title, test_value=None, percent=False):
     ax.plot(epochs, val, "s-", color=ORANGE, label="validation")
     if test_value is not None:
         ax.axhline(test_value * scale, color=GREEN, linestyle="--",
-                   label=f"test (best checkpoint): {test_value * scale:.2f}{'%' if percent else ''}")
+                   label=f"test ({tested}): {test_value * scale:.2f}{'%' if percent else ''}")
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs are whole numbers, even one
     ax.grid(alpha=0.3)
@@ -62,10 +62,11 @@ def _curve(history, key, ylabel, title, test_value=None, percent=False):
     return fig
 
 
-def plot_history(history, out_dir, test_acc=None):
-    """accuracy.png and loss.png: train and validation curves per epoch, the test accuracy if known."""
+def plot_history(history, out_dir, test_acc=None, tested="best.pt"):
+    """accuracy.png and loss.png: train and validation curves per epoch, and the test accuracy of the
+    checkpoint `tested`, if known."""
     out_dir = Path(out_dir)
-    accuracy = _curve(history, "acc", "accuracy (%)", "Accuracy while training", test_acc, percent=True)
+    accuracy = _curve(history, "acc", "accuracy (%)", "Accuracy while training", test_acc, tested, percent=True)
     loss = _curve(history, "loss", "cross-entropy loss", "Loss while training")
     return [save(accuracy, out_dir / "accuracy.png"), save(loss, out_dir / "loss.png")]
 

@@ -147,3 +147,12 @@ def test_the_confusion_matrix_names_the_images_it_counts(monkeypatch):
     assert plot.plot_confusion_matrix([[5] * 10] * 10, digits, "unused.png").axes[0].get_title() == (
         "Confusion matrix (test set)")
     plot.plt.close("all")
+
+
+def test_the_test_accuracy_on_the_curves_names_the_checkpoint_it_is_of(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plot, "save", lambda fig, path: figures.append(fig) or path)
+    history = [{"epoch": e, "train_acc": 0.9, "val_acc": 0.9, "train_loss": 0.3, "val_loss": 0.3} for e in (1, 2)]
+    plot.plot_history(history, tmp_path, 0.9512, "last.pt, epoch 2")
+    labels = [text.get_text() for text in figures[0].axes[0].get_legend().get_texts()]
+    assert "test (last.pt, epoch 2): 95.12%" in labels
