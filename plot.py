@@ -345,11 +345,21 @@ def run_row(run, keys, sets):
 
 
 def seed_groups(runs):
-    """Runs that differ in nothing but --seed, as lists of two or more, in the order first seen."""
-    groups = collections.defaultdict(list)
+    """Runs that differ in nothing but --seed, as lists of two seeds or more, in the order first seen. A run
+    of a seed its group already has (the same run copied, or run again) is not a sample of its own: the
+    first of them stands for it."""
+    groups = collections.defaultdict(dict)
     for run in runs:
-        groups[json.dumps({k: v for k, v in run.recipe.items() if k != "seed"}, sort_keys=True)].append(run)
-    return [group for group in groups.values() if len(group) > 1]
+        recipe = json.dumps({k: v for k, v in run.recipe.items() if k != "seed"}, sort_keys=True)
+        groups[recipe].setdefault(run.recipe["seed"], run)
+    return [list(group.values()) for group in groups.values() if len(group) > 1]
+
+
+def repeats(runs):
+    """(run, the earlier run it repeats) for each run whose recipe and seed an earlier one has."""
+    first = {}
+    return [(run, earlier) for run in runs
+            if (earlier := first.setdefault(json.dumps(run.recipe, sort_keys=True), run)) is not run]
 
 
 def measured(values, n):
@@ -380,14 +390,17 @@ def comparison_markdown(runs):
     """comparison.md: a row per run, then a row per group of runs that differ only in the seed."""
     keys = differing_options(runs)
     sets = sorted({name for run in runs for name in run.external})
-    text = (f"# Comparison of {len(runs)} runs\n\nOptions shown are those that differ between the runs; "
+    text = (f"# Comparison of {len(runs)} run{'s' if len(runs) > 1 else ''}\n\n"
+            "Options shown are those that differ between the runs; "
             f"training time is the sum of the epochs' seconds; test accuracy is evaluate.py's, of best.pt"
             + (f", and so are the accuracies on {', '.join(sets)} (evaluate.py --images)" if sets else "")
             + ".\n\n" + markdown_table([run_row(run, keys, sets) for run in runs]) + "\n")
     groups = seed_groups(runs)
     if groups:
-        text += ("\n## Runs that differ only in the seed\n\nMean ± sample standard deviation, in percent.\n\n"
-                 + markdown_table([group_row(group, keys, sets) for group in groups]) + "\n")
+        again = "".join(f" {run.folder.name} repeats {earlier.folder.name} (the same recipe and seed), so it is "
+                        "counted once." for run, earlier in repeats(runs))
+        text += ("\n## Runs that differ only in the seed\n\nMean ± sample standard deviation, in percent."
+                 f"{again}\n\n" + markdown_table([group_row(group, keys, sets) for group in groups]) + "\n")
     return text
 
 
@@ -404,7 +417,7 @@ def plot_comparison(runs, path):
         colour = palette[recipes.index(recipe) % len(palette)]
         style = styles[seen[recipe] % len(styles)]
         seen[recipe] += 1
-        label = describe(run.recipe, keys) or run.folder.name
+        label = run.folder.name  # as comparison.md's rows name it; its options are there
         epochs = [r["epoch"] for r in run.history]
         seconds = np.cumsum([r["seconds"] for r in run.history])
         for row, key, scale in ((0, "val_acc", 100), (1, "val_loss", 1)):
@@ -418,8 +431,9 @@ def plot_comparison(runs, path):
         ax.grid(alpha=0.3)
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=min(3, len(runs)),
-               fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02 - 0.02 * (len(runs) // 3)))
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=min(4, len(runs)),
+               fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02 - 0.02 * (len(runs) // 4)),
+               title="run (a colour per recipe; the options of each are in comparison.md)", title_fontsize=8)
     fig.tight_layout()
     return save(fig, path)
 

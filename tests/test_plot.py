@@ -91,6 +91,14 @@ def test_a_run_given_twice_counts_once(runs, tmp_path):
     assert "| 3 seeds (0, 1, 2) | lr=0.003 |" in result.stdout and "# Comparison of 4 runs" in result.stdout
 
 
+def test_a_copy_of_a_run_is_one_sample_not_two(runs, tmp_path):
+    copy = write_run(tmp_path / "a0-copy", 0, [0.98, 0.990, 0.989], test_acc=0.995)  # a0 again, seed 0
+    text = plot.comparison_markdown([plot.read_run(folder) for folder in [*runs, copy]])
+    assert "| 3 seeds (0, 1, 2) | lr=0.003 | 3 | 99.13% ± 0.15 | 60 s | 99.40% ± 0.26 |" in text
+    assert "a0-copy repeats a0 (the same recipe and seed), so it is counted once." in text
+    assert "| a0-copy |" in text  # still listed as a run
+
+
 def test_nothing_to_compare_is_one_line(tmp_path):
     result = run_script("plot.py", tmp_path / "nothing-here", "--out", tmp_path / "out")
     assert result.returncode == 1
