@@ -123,6 +123,15 @@ def external_dir(results, name):
     return Path(results) / f"{EXTERNAL_PREFIX}{name}"
 
 
+def images_folder(out_dir):
+    """The images folder whose evaluate.py --images results are in `out_dir` (None if none are, or they do not
+    say: from before the folder was recorded)."""
+    try:
+        return str(json.loads((Path(out_dir) / "metrics.json").read_text())["folder"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def external_results(results):
     """{the images folder's name: its metrics.json} for each `evaluate.py --images` run in `results`."""
     return {metrics.parent.name.removeprefix(EXTERNAL_PREFIX): metrics

@@ -400,15 +400,20 @@ def evaluate_folder(args, trained, results):
     """Evaluate --images: metrics, predictions, report and plots in external-<name>/ of the checkpoint's
     `results` folder, with the temperature fitted on the run's validation split, if one is."""
     path, checkpoint, dataset, temperature = trained.path, trained.checkpoint, trained.dataset, trained.temperature
+    folder = Path(args.images).resolve()
+    out_dir = checkpoints.external_dir(results, folder.name)
+    earlier = checkpoints.images_folder(out_dir)
+    if earlier not in (None, str(folder)):
+        raise cli.RunError(f"{out_dir} holds the results of another folder called {folder.name}, {earlier}; "
+                           f"remove it to put those of {folder} there, or give this folder a name of its own")
     inputs, labels, paths, problems = read_image_folder(args.images, dataset)
     logits = torch.cat([runtime.logits_of(trained.model, x, trained.precision) for x in inputs.split(args.batch_size)])
     # Whether the confidences, calibrated on the run's own validation split, can be trusted on these images too.
     metrics, predictions, confidences = score(logits, labels, temperature,
                                               "the run's validation split" if temperature else None, dataset.classes)
-    name = Path(args.images).resolve().name
-    out_dir = checkpoints.external_dir(results, name)
-    metrics.update(dataset=f"{name} (external, {args.images})", checkpoint=str(path), epoch=int(checkpoint["epoch"]),
-                   images=len(labels), unreadable=problems)
+    name = folder.name
+    metrics.update(dataset=f"{name} (external, {args.images})", folder=str(folder), checkpoint=str(path),
+                   epoch=int(checkpoint["epoch"]), images=len(labels), unreadable=problems)
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} images of {args.images}"
           + (f"; {len(problems)} could not be read, left out:" if problems else ""))
     print("".join(f"  {problem}\n" for problem in problems))

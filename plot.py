@@ -265,7 +265,7 @@ class Run:
     recipe: dict
     history: list
     test_acc: float | None
-    external: dict  # set name -> accuracy, from evaluate.py --images
+    external: dict  # images folder (its path, or its name if evaluate.py did not record one) -> accuracy
 
 
 def evaluated_accuracy(path, best_epoch):
@@ -278,6 +278,12 @@ def evaluated_accuracy(path, best_epoch):
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
+
+
+def set_names(sets):
+    """{images folder: its column's name}: the folder's own name, or its whole path where two differ only there."""
+    names = collections.Counter(Path(folder).name for folder in sets)
+    return {folder: Path(folder).name if names[Path(folder).name] == 1 else folder for folder in sets}
 
 
 def read_run(folder):
@@ -311,7 +317,7 @@ def read_run(folder):
     for name, metrics in checkpoints.external_results(folder).items():
         accuracy = evaluated_accuracy(metrics, best)
         if accuracy is not None:
-            external[name] = accuracy
+            external[checkpoints.images_folder(metrics.parent) or name] = accuracy
     recipe = {**cli.ADDED_LATER, **{key: value for key, value in config.items() if key not in NOT_THE_RECIPE}}
     # Before --precision, the forward pass ran in bf16 on CUDA and in fp32 everywhere else.
     recipe.setdefault("precision_used", "bf16" if str(config.get("device_used", "")).startswith("cuda") else "fp32")
@@ -341,7 +347,8 @@ def run_row(run, keys, sets):
             "epochs": len(run.history), "best val acc": f"{max(r['val_acc'] for r in run.history):.2%}",
             "training time": f"{sum(r['seconds'] for r in run.history):.0f} s",
             "test acc": "" if run.test_acc is None else f"{run.test_acc:.2%}",
-            **{f"{name} acc": f"{run.external[name]:.2%}" if name in run.external else "" for name in sets}}
+            **{f"{name} acc": f"{run.external[folder]:.2%}" if folder in run.external else ""
+               for folder, name in sets.items()}}
 
 
 def seed_groups(runs):
@@ -376,8 +383,8 @@ def group_row(group, keys, sets):
             "best val acc": mean_and_std([max(r["val_acc"] for r in run.history) for run in group]),
             "training time": f"{statistics.mean(sum(r['seconds'] for r in run.history) for run in group):.0f} s",
             "test acc": measured([run.test_acc for run in group if run.test_acc is not None], len(group)),
-            **{f"{name} acc": measured([run.external[name] for run in group if name in run.external], len(group))
-               for name in sets}}
+            **{f"{name} acc": measured([run.external[folder] for run in group if folder in run.external], len(group))
+               for folder, name in sets.items()}}
 
 
 def markdown_table(rows):
@@ -389,11 +396,11 @@ def markdown_table(rows):
 def comparison_markdown(runs):
     """comparison.md: a row per run, then a row per group of runs that differ only in the seed."""
     keys = differing_options(runs)
-    sets = sorted({name for run in runs for name in run.external})
+    sets = set_names(sorted({folder for run in runs for folder in run.external}))
     text = (f"# Comparison of {len(runs)} run{'s' if len(runs) > 1 else ''}\n\n"
             "Options shown are those that differ between the runs; "
             f"training time is the sum of the epochs' seconds; test accuracy is evaluate.py's, of best.pt"
-            + (f", and so are the accuracies on {', '.join(sets)} (evaluate.py --images)" if sets else "")
+            + (f", and so are the accuracies on {', '.join(sets.values())} (evaluate.py --images)" if sets else "")
             + ".\n\n" + markdown_table([run_row(run, keys, sets) for run in runs]) + "\n")
     groups = seed_groups(runs)
     if groups:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_RUN, run_script
+from conftest import TINY_RUN, one_line_error, run_script
 from PIL import Image, ImageDraw
 
 import checkpoints
@@ -238,6 +238,23 @@ def test_evaluate_images_names_the_files_it_left_out(trained_run, tmp_path):
     occurring = sorted({row[key] for row in predicted.values() for key in ("label_name", "prediction_name")})
     rows = [line for line in report.split("## Per class")[1].split("##")[0].splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows] == ["| class"] + [f"| {name}" for name in occurring]
+
+
+def test_evaluate_images_does_not_replace_the_results_of_another_folder_of_the_same_name(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(trained_run[0] / "best.pt", run_dir)
+    for where in ("first", "second"):
+        for digit in (3, 7):
+            (tmp_path / where / "mine" / str(digit)).mkdir(parents=True)
+            (tmp_path / where / "mine" / str(digit) / "a.png").write_bytes(png_of(strokes.render(digit)))
+    assert run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "first" / "mine").returncode == 0
+    assert run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "first" / "mine").returncode == 0
+    kept = (run_dir / "external-mine" / "metrics.json").read_bytes()
+    assert json.loads(kept)["folder"] == str(tmp_path / "first" / "mine")
+    line = one_line_error(run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "second" / "mine"))
+    assert "holds the results of another folder called mine" in line and str(tmp_path / "first" / "mine") in line
+    assert (run_dir / "external-mine" / "metrics.json").read_bytes() == kept
 
 
 def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_path):

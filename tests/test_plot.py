@@ -115,6 +115,17 @@ def test_external_accuracies_get_a_column_and_their_own_mean(runs):
     assert text.splitlines()[-1].endswith("| 99.40% ± 0.26 | 97.00% ± 1.00 |")  # by hand: mean 0.97, std 0.01
 
 
+def test_external_sets_of_the_same_name_from_other_folders_are_not_mixed(runs):
+    for folder, accuracy, images in zip(runs[:2], (0.97, 0.5), ("/data/external/heldout", "/tmp/heldout")):
+        evaluated(folder, accuracy, "external-heldout/metrics.json")
+        metrics = json.loads((folder / "external-heldout" / "metrics.json").read_text())
+        (folder / "external-heldout" / "metrics.json").write_text(json.dumps({**metrics, "folder": images}))
+    text = plot.comparison_markdown([plot.read_run(folder) for folder in runs])
+    header = next(line for line in text.splitlines() if line.startswith("| run"))
+    assert header.endswith("| test acc | /data/external/heldout acc | /tmp/heldout acc |")
+    assert "| a1 | lr=0.003, seed=1 | 3 | 99.30% | 60 s | 99.60% |  | 50.00% |" in text
+
+
 def test_results_of_another_checkpoint_are_not_shown_as_best_pts(runs):
     a0, a1 = runs[:2]
     evaluated(a0, 0.9, epoch=1)  # best.pt evaluated at epoch 1, while the run went on to a better epoch 2
