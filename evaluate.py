@@ -178,17 +178,18 @@ def grad_cam(model, images, targets):
 
 
 def feature_map(features, count=2000, seed=0, always=()):
-    """(indices, 2-D t-SNE coordinates) of a seeded sample of `count` rows of `features`: every row of
-    `always` among them, or `count` of those when they alone are more (a barely trained model's
-    mistakes), so that the map takes seconds whatever the model."""
+    """(indices, 2-D t-SNE coordinates) of a seeded sample of `count` rows of `features`, so that the map
+    takes seconds whatever the model: every row of `always` among them, or half the sample of those when
+    they are more (a barely trained model's mistakes), so that the rest still shows the right answers."""
     from sklearn.manifold import TSNE
 
     rng = np.random.default_rng(seed)
     count, always = min(count, len(features)), np.asarray(always, dtype=int)
-    if len(always) > count:
-        always = rng.choice(always, size=count, replace=False)
-    rest = np.setdiff1d(np.arange(len(features)), always)
-    chosen = rng.choice(rest, size=count - len(always), replace=False)
+    others = np.setdiff1d(np.arange(len(features)), always)
+    kept = min(len(always), max(count // 2, count - len(others)))  # more than half only where others are few
+    if kept < len(always):
+        always = rng.choice(always, size=kept, replace=False)
+    chosen = rng.choice(others, size=count - kept, replace=False)
     indices = np.sort(np.concatenate([always, chosen]))
     # 500 iterations (half the default) draw the same clusters in half the time.
     tsne = TSNE(n_components=2, init="pca", perplexity=30, max_iter=500, random_state=seed)
@@ -392,7 +393,7 @@ def unreadable_section(problems):
 GRAD_CAM_AND_FEATURES = (
     "Grad-CAM (Selvaraju et al. 2017) is taken on the last convolution's 14x14 output: it shows which parts of "
     "the image pushed the network toward a class, and is less noisy than raw input gradients at this size. The "
-    "feature map is a seeded t-SNE of 2,000 test images, every mistake among them (or 2,000 mistakes, if there "
+    "feature map is a seeded t-SNE of 2,000 test images, every mistake among them (or 1,000 mistakes, if there "
     "are more).\n\n")
 
 

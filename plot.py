@@ -207,11 +207,11 @@ def plot_feature_map(points, labels, wrong, classes, path):
                     ha="center", va="center",
                     bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.7, "linewidth": 0})
     ax.scatter(points[wrong, 0], points[wrong, 1], s=40, facecolors="none", edgecolors="black", linewidths=1,
-               label=f"misread ({wrong.sum()})")
-    ax.set(title=f"What the network sees: t-SNE of its 100 penultimate features ({len(points)} test images)",
-           xticks=[], yticks=[])
+               label="misread")
+    ax.set(title=f"What the network sees: t-SNE of its 100 penultimate features\n({len(points)} test images, "
+                 f"{wrong.sum()} of them misread)", xticks=[], yticks=[])
     ax.title.set_fontsize(10)
-    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), markerscale=2, frameon=False)
+    ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), markerscale=2, frameon=False, title="true class")
     return save(fig, path)
 
 
