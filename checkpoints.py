@@ -123,6 +123,18 @@ def external_dir(results, name):
     return Path(results) / f"{EXTERNAL_PREFIX}{name}"
 
 
+def evaluated_epoch(path):
+    """The epoch of the best.pt whose evaluate.py results the metrics.json at `path` holds; None if it holds
+    none, or those of another checkpoint."""
+    try:
+        metrics = json.loads(Path(path).read_text())
+        if Path(metrics["checkpoint"]).name == "best.pt":
+            return int(metrics["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def images_folder(out_dir):
     """The images folder whose evaluate.py --images results are in `out_dir` (None if none are, or they do not
     say: from before the folder was recorded)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import data
 
 DEFAULT_RUN_DIR = "runs/default"
+DEFAULT_DATA_DIR = "data"
 # train.py's options that only say where and how to run; all the others define a run (and are kept on resume).
 RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
 # train.py's options added after runs had been made: a run whose config lacks one ran with this value.
@@ -139,7 +140,7 @@ def add_dataset_option(parser, default=None):
 
 
 def add_data_dir_option(parser):
-    parser.add_argument("--data-dir", default="data",
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                         help="where the datasets are kept (default: ./data; fetched if missing)")
 
 

@@ -360,8 +360,10 @@ def read_image_folder(folder, dataset):
     subfolders = sorted(path.name for path in folder.iterdir() if path.is_dir())
     unknown = [name for name in subfolders if name not in names]
     if unknown or not subfolders:
-        raise cli.RunError(f"--images {folder}: expected a subfolder per class named 0 ... "
-                           f"{len(dataset.classes) - 1}, found {', '.join(unknown or subfolders) or 'none'}")
+        by_name = any(name != str(k) for k, name in enumerate(dataset.classes))
+        raise cli.RunError(f"--images {folder}: expected a subfolder per class named 0 ... {len(dataset.classes) - 1}"
+                           + (" or by the class's name (one with a / in it by its number)" if by_name else "")
+                           + f", found {', '.join(unknown or subfolders) or 'none'}")
     from torchvision.datasets.folder import make_dataset  # after the checks: it takes a second
 
     samples = make_dataset(str(folder), {name: names[name] for name in subfolders}, allow_empty=True,

@@ -97,7 +97,7 @@ def plot_confusion_matrix(matrix, classes, path, what="test set"):
                 color="white" if count > threshold else "black")
     ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix ({what})")
     _class_ticks(ax, classes)
-    fig.colorbar(image, ax=ax, label="images")
+    fig.colorbar(image, ax=ax, label="images").ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return save(fig, path)
 
 
@@ -271,13 +271,12 @@ class Run:
 def evaluated_accuracy(path, best_epoch):
     """The accuracy in an evaluate.py metrics.json if it is that of the run's best.pt as it is now; None if
     there is none, or it is of last.pt, or of an earlier best.pt (evaluated while the run went on)."""
+    if checkpoints.evaluated_epoch(path) != best_epoch:
+        return None
     try:
-        metrics = json.loads(Path(path).read_text())
-        if Path(metrics["checkpoint"]).name == "best.pt" and int(metrics["epoch"]) == best_epoch:
-            return float(metrics["accuracy"])
+        return float(json.loads(Path(path).read_text())["accuracy"])
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
+        return None
 
 
 def set_names(sets):
@@ -290,7 +289,7 @@ def read_run(folder):
     """A run folder of train.py (and evaluate.py, if it ran); RunError saying what is wrong with it."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise cli.RunError(f"{folder}: no such folder")
+        raise cli.RunError(f"{folder}: " + ("a file, not a run folder" if folder.exists() else "no such folder"))
     if not (folder / "config.json").is_file():
         raise cli.RunError(f"{folder}: no config.json, so not a run folder of train.py")
     try:

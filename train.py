@@ -313,10 +313,17 @@ def how_to_resume(run_dir):
     return f"the last completed epoch is in {last}. Resume with: python train.py --run-dir {run_dir} --resume"
 
 
-def what_next(run_dir, history):
+def what_next(run_dir, history, data_dir):
+    """The closing line: the best epoch, and the evaluate.py command for it (saying so where the run's
+    evaluation results are of an earlier best.pt, as after --resume)."""
     best = checkpoints.best_epoch(history)
+    command = f"python evaluate.py --run-dir {run_dir}"
+    if data_dir != cli.DEFAULT_DATA_DIR:
+        command += f" --data-dir {data_dir}"
+    evaluated = checkpoints.evaluated_epoch(run_dir / "metrics.json")
+    stale = f" (its results are of best.pt at epoch {evaluated})" if evaluated not in (None, best["epoch"]) else ""
     return (f"Best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); checkpoints and plots in "
-            f"{run_dir}. Next: python evaluate.py --run-dir {run_dir}")
+            f"{run_dir}. Next: {command}{stale}")
 
 
 def reached_target(history, target_acc):
@@ -360,7 +367,8 @@ def train(args, device, given):
     checkpoint = None
     if args.resume:
         if not (run_dir / "last.pt").exists():
-            raise cli.RunError(f"nothing to resume: {run_dir} has no last.pt (no epoch had completed); "
+            why = "no epoch had completed" if (run_dir / "config.json").exists() else "it holds no run"
+            raise cli.RunError(f"nothing to resume: {run_dir} has no last.pt ({why}); "
                                f"start it with: python train.py --run-dir {run_dir}")
         checkpoint = checkpoints.load(run_dir / "last.pt")
         restore_args(args, checkpoint, run_dir, given)
@@ -380,7 +388,7 @@ def train(args, device, given):
         start_epoch = checkpoint["epoch"] + 1
         if start_epoch > args.epochs or reached_target(history, args.target_acc):  # it fits, and nothing is left
             raise Finished(f"nothing to resume: {run_dir} finished after epoch {checkpoint['epoch']} of "
-                           f"{args.epochs}. {what_next(run_dir, history)}")
+                           f"{args.epochs}. {what_next(run_dir, history, args.data_dir)}")
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
     data.write_json(run_dir / "config.json", config)
     print(f"training on {len(train_x)} images, validating on {len(val_x)}, device {device}, {precision} ({why}), "
@@ -388,6 +396,8 @@ def train(args, device, given):
 
     for epoch in range(start_epoch, args.epochs + 1):
         if reached_target(history, args.target_acc):
+            print(f"validation accuracy {history[-1]['val_acc']:.4f} reached --target-acc {args.target_acc}: "
+                  f"stopping after epoch {history[-1]['epoch']} of {args.epochs}")
             break
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
@@ -445,7 +455,7 @@ def main(argv=None):
         plot.plot_history(history, run_dir)
     except data.DataError as e:
         sys.exit(f"error: {e} (the training itself finished: its checkpoints are in {run_dir})")
-    print(what_next(run_dir, history))
+    print(what_next(run_dir, history, args.data_dir))
 
 
 if __name__ == "__main__":

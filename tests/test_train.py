@@ -183,6 +183,21 @@ def test_resuming_a_finished_run_changes_nothing(trained_run, real_mnist_dir):
     assert {name: (run_dir / name).stat().st_mtime_ns for name in kept} == before
 
 
+def test_resuming_a_folder_that_holds_no_run_says_so_and_makes_none(real_mnist_dir, tmp_path):
+    line = one_line_error(run_script("train.py", "--resume", "--data-dir", real_mnist_dir, "--run-dir", tmp_path / "x"))
+    assert f"nothing to resume: {tmp_path / 'x'} has no last.pt (it holds no run)" in line
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_closing_line_names_the_data_and_says_when_the_evaluation_is_of_an_earlier_best(tmp_path):
+    history = [{"epoch": 1, "val_acc": 0.9}, {"epoch": 2, "val_acc": 0.95}]
+    assert train.what_next(tmp_path, history, "data").endswith(f"Next: python evaluate.py --run-dir {tmp_path}")
+    (tmp_path / "metrics.json").write_text(json.dumps({"checkpoint": str(tmp_path / "best.pt"), "epoch": 1}))
+    line = train.what_next(tmp_path, history, "/mnt/mnist")
+    assert line.endswith(f"--run-dir {tmp_path} --data-dir /mnt/mnist (its results are of best.pt at epoch 1)")
+    assert "(epoch 2)" in line
+
+
 def test_overwrite_into_a_folder_without_a_run_removes_nothing(real_mnist_dir, tmp_path):
     (tmp_path / "report.md").write_text("my own notes")
     (tmp_path / "metrics.json").write_text("{}")
