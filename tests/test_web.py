@@ -78,24 +78,31 @@ def test_drawn_digits_are_read(page):
 
 
 def test_the_page_shows_probabilities_and_the_networks_input(page):
+    answers = []
+    page.on("response", lambda response: answers.append(response) if "/api/predict" in response.url else None)
     draw(page, 3)
     assert reading(page) == "3"
+    answer = answers[-1].json()  # what the page shows is the answer to its last request
     bars = page.get_by_label("Probability of each digit").get_by_role("listitem")
     expect(bars).to_have_count(10)
     expect(bars.nth(3)).to_have_class("top")
-    assert "%" in page.get_by_text("% sure").inner_text()
-    ink = page.evaluate("""() => {  // dark pixels of the 28x28 input, read at the centre of each drawn cell
+    expect(page.locator("#confidence")).to_have_text(f"{answer['probabilities'][3] * 100:.1f}% sure")
+    shown = page.evaluate("""() => {  // the 28x28 input as drawn, read at the centre of each cell
         const canvas = document.getElementById('input');
         const cell = (canvas.width - 1) / 28;
         const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-        let dark = 0;
-        for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
-            const i = Math.floor((y + 0.5) * cell + 1) * canvas.width + Math.floor((x + 0.5) * cell + 1);
-            if (pixels[4 * i] < 128) dark++;
+        const rows = [];
+        for (let y = 0; y < 28; y++) {
+            rows.push([]);
+            for (let x = 0; x < 28; x++) {
+                const i = Math.floor((y + 0.5) * cell + 1) * canvas.width + Math.floor((x + 0.5) * cell + 1);
+                rows[y].push(255 - pixels[4 * i]);  // drawn dark on white: ink is 255 minus the grey
+            }
         }
-        return dark;
+        return rows;
     }""")
-    assert 40 < ink < 400  # a digit's worth of dark pixels out of 784
+    assert shown == answer["input"]
+    assert 40 < sum(value > 128 for row in shown for value in row) < 400  # a digit's worth of ink out of 784
 
 
 def pad_is_blank(page):
