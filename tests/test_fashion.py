@@ -3,13 +3,18 @@
 import functools
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_tiny_mnist, one_line_error, run_script
 from PIL import Image, ImageDraw
 
+import checkpoints
 import data
+import evaluate
+import images
+import runtime
 
 FASHION = data.FASHION_MNIST
 
@@ -120,7 +125,24 @@ def test_evaluate_and_predict_take_the_dataset_from_the_checkpoint(fashion_run, 
     predicted = run_script("predict.py", tmp_path / "trousers.png", "--run-dir", fashion_run, "--top", 3)
     assert predicted.returncode == 0, predicted.stderr
     names = [part.split(" (")[0] for part in predicted.stdout.split(": ", 1)[1].split("  ")]
-    assert len(names) == 3 and set(names) <= set(FASHION.classes)
+    # The photo prepared as Fashion-MNIST's images were (light on black, trimmed, longer side 28), not as a digit.
+    model = checkpoints.load_model(checkpoints.load(fashion_run / "best.pt"))
+    precision, _ = runtime.pick_precision("auto", "cpu")
+    logits = runtime.logits_of(model, images.image_to_fashion(tmp_path / "trousers.png")[None], precision)[0]
+    assert names == [FASHION.classes[k] for k in logits.topk(3).indices]
+
+
+def test_evaluate_images_reads_fashion_folders_by_class_name_or_number(tmp_path):
+    photo = Image.new("L", (300, 400), 255)
+    ImageDraw.Draw(photo).polygon([(90, 40), (210, 40), (230, 370), (165, 370), (150, 150), (135, 370), (70, 370)],
+                                  fill=30)
+    for folder in ("Trouser", "9"):
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        photo.save(tmp_path / "photos" / folder / "a.png")
+    inputs, labels, paths, problems = evaluate.read_image_folder(tmp_path / "photos", FASHION)
+    read = {Path(path).parent.name: (label, x) for path, label, x in zip(paths, labels.tolist(), inputs)}
+    assert {folder: label for folder, (label, _) in read.items()} == {"Trouser": 1, "9": 9} and not problems
+    assert torch.equal(read["Trouser"][1], images.image_to_fashion(tmp_path / "photos" / "Trouser" / "a.png"))
 
 
 @pytest.mark.parametrize("script", ["evaluate.py", "predict.py"])
