@@ -17,8 +17,10 @@ import checkpoints
 import data
 import evaluate
 import images
+import plot
 import runtime
 import strokes
+from model import CNN
 
 
 def test_metrics_match_a_hand_worked_confusion_matrix():
@@ -388,3 +390,33 @@ def test_feature_map_keeps_its_size_and_shows_right_answers_when_mistakes_outnum
     indices, points = evaluate.feature_map(features, count=50, always=many)
     assert len(indices) == len(set(indices)) == 50 and points.shape == (50, 2)
     assert len(set(indices) & set(many)) == 25  # half the map mistakes, half right answers
+
+
+# --- what the network learned ------------------------------------------------------------------
+
+
+def test_grad_cam_maps_depend_on_the_class_asked_about():
+    torch.manual_seed(0)
+    model = CNN().eval()
+    x = data.normalize(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8))
+    first, second = (evaluate.grad_cam(model, x, torch.full((4,), k)) for k in (3, 8))
+    assert first.shape == (4, 28, 28) and 0 <= first.min() and first.amax((1, 2)).tolist() == pytest.approx([1] * 4)
+    assert not torch.allclose(first, second)
+    assert not model.L2[0]._forward_hooks  # the hook is gone
+
+
+def test_the_second_grad_cam_column_is_of_the_true_class(monkeypatch, tmp_path):
+    torch.manual_seed(0)
+    labels = np.arange(40) % 10
+    predictions = np.where(labels % 3 == 0, (labels + 1) % 10, labels)  # a mistake on every third image
+    confidences = np.linspace(0.5, 0.99, 40)
+    asked = []
+    real = evaluate.grad_cam
+    monkeypatch.setattr(evaluate, "grad_cam", lambda model, x, targets: asked.append(targets.tolist())
+                        or real(model, x, targets))
+    evaluate.explain(CNN().eval(), torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8), labels, predictions,
+                     confidences, np.random.default_rng(0).normal(size=(40, 100)).astype(np.float32), data.MNIST,
+                     tmp_path)
+    worst, _ = plot.most_confident_mistakes(labels, predictions, confidences, 8)
+    assert asked == [predictions[worst].tolist(), labels[worst].tolist()]
+    assert (tmp_path / "grad_cam.png").is_file()
