@@ -77,6 +77,9 @@ def main(argv=None):
     problems = empty_folders + problems
     for line in problems:
         print(line, file=sys.stderr)
+    if inputs and trained.temperature is None:
+        print(f"note: confidences as trained, not calibrated (no temperature is fitted for {trained.path}: "
+              "python evaluate.py on it fits one, where it can)", file=sys.stderr)
     if inputs:
         # Calibrated with the temperature evaluate.py fitted, once it has run.
         probabilities = runtime.probabilities(trained.model, torch.stack(inputs), trained.precision,

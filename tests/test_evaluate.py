@@ -167,6 +167,7 @@ def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, real_mn
     # predict.py prints softmax(logits / T) for the same checkpoint.
     (tmp_path / "seven.png").write_bytes(png_of(strokes.render(7)))
     printed = run_script("predict.py", tmp_path / "seven.png", "--run-dir", run_dir, "--top", 1)
+    assert "not calibrated" not in printed.stderr
     assert printed.returncode == 0
     model = checkpoints.load_model(checkpoints.load(run_dir / "best.pt"))
     with torch.inference_mode():
@@ -277,6 +278,7 @@ def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_
     one.save(tmp_path / "empty" / "sub" / "deeper.png")
     result = run_script("predict.py", tmp_path, "--run-dir", reader_run)
     assert result.returncode == 0, result.stderr
+    assert "note: confidences as trained, not calibrated" in result.stderr  # evaluate.py has not run on it
     guesses = {line.split(": ")[0]: int(line.split(": ")[1][0]) for line in result.stdout.splitlines()}
     assert len(guesses) == 11, result.stdout
     right = sum(guesses[str(p)] == int(labels[i]) for i, p in enumerate(paths))
