@@ -113,6 +113,20 @@ def test_ctrl_c_in_evaluate_is_one_line_and_leaves_whole_files(trained_run, real
     assert not any(run_dir.glob(".*.tmp"))
 
 
+def test_every_script_ends_ctrl_c_in_one_line_with_code_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.run(interrupted)
+    assert stopped.value.code == 130 and capsys.readouterr().err.strip() == "stopped by Ctrl-C"
+    scripts = ["train.py", "evaluate.py", "predict.py", "serve.py", "plot.py", "make_external.py",
+               "benchmarks/bench.py", "benchmarks/serve_load.py"]
+    for script in scripts:  # each runs its main() through cli.run (serve.py through uvicorn, which stops on it)
+        entry = (ROOT / script).read_text().split('if __name__ == "__main__":')[1]
+        assert "cli.run(main)" in entry or script == "serve.py", script
+
+
 def run_into_a_closed_pipe(script, *args):
     """Run a script as `python script ... | true` runs it: its stdout a pipe that no one reads any more, and
     buffered as a user's is (PYTHONUNBUFFERED set, the first print fails instead)."""
