@@ -234,6 +234,16 @@ def test_a_50_mb_upload_is_refused_before_it_is_read(served):
     assert httpx.get(f"{address}/api/health").json()["status"] == "ok"
 
 
+def test_a_content_length_that_is_no_number_is_refused(served):
+    address, _ = served
+    host, port = address.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 12x\r\n\r\n")
+        status = sock.recv(65536).partition(b"\r\n")[0].decode()
+    assert " 400 " in status  # uvicorn refuses it before serve.py sees it; serve.py would too (another server)
+    assert httpx.get(f"{address}/api/health").json()["status"] == "ok"
+
+
 def test_ctrl_c_stops_the_server_cleanly(trained_run):
     run_dir, _ = trained_run
     process, address = start_server(run_dir, "--host", "0.0.0.0")

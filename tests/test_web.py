@@ -119,11 +119,12 @@ def test_clear_clears_by_button_and_by_key(page):
     page.get_by_role("button", name="Clear").click()
     assert pad_is_blank(page)
     expect(page.get_by_label("Predicted digit")).to_have_text("?")
-    draw(page, 1)
-    reading(page)
-    page.keyboard.press("Escape")
-    assert pad_is_blank(page)
-    expect(page.get_by_label("Predicted digit")).to_have_text("?")
+    for key in ("Escape", "Delete", "Backspace"):
+        draw(page, 1)
+        reading(page)
+        page.keyboard.press(key)
+        assert pad_is_blank(page), key
+        expect(page.get_by_label("Predicted digit")).to_have_text("?")
 
 
 def png_bytes(image):
