@@ -105,6 +105,36 @@ def test_the_page_shows_probabilities_and_the_networks_input(page):
     assert 40 < sum(value > 128 for row in shown for value in row) < 400  # a digit's worth of ink out of 784
 
 
+SLOW_SERVER = """(() => {  // every answer takes 400 ms longer; count the requests, and how many are out at once
+    const send = window.fetch;
+    Object.assign(window, {sent: 0, out: 0, mostOut: 0});
+    window.fetch = async (url, options) => {
+        if (!String(url).includes("api/predict")) return send(url, options);
+        window.sent++;
+        window.mostOut = Math.max(window.mostOut, ++window.out);
+        try {
+            await new Promise(resolve => setTimeout(resolve, 400));
+            return await send(url, options);
+        } finally {
+            window.out--;
+        }
+    };
+})();"""
+
+
+def test_a_slow_server_gets_one_request_at_a_time_and_the_newest_drawing_last(browser, served):
+    address, _ = served
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    context.add_init_script(SLOW_SERVER)
+    page = context.new_page()
+    page.goto(address)
+    draw(page, 8)  # strokes drawn over more than a second: readings are asked for while one is out
+    assert reading(page) == "8"  # the answer to the drawing as it ended, not to a part of it
+    sent, most_out = page.evaluate("[window.sent, window.mostOut]")
+    assert most_out == 1 and sent >= 2
+    context.close()
+
+
 def pad_is_blank(page):
     return page.evaluate("""() => {
         const pad = document.getElementById('pad');
