@@ -251,7 +251,7 @@ def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_
     assert not torch.equal(a["model"]["L5.weight"], a["trained"]["L5.weight"])  # "model" is the average
 
 
-def test_an_epoch_trains_on_augmented_images_unless_told_not_to():
+def test_an_epoch_trains_on_augmented_images_with_smoothed_labels_unless_told_not_to():
     images = torch.zeros(64, 28, 28, dtype=torch.uint8)
     images[:, 6:22, 12:16] = 255
     labels = torch.arange(64) % 10
@@ -265,6 +265,7 @@ def test_an_epoch_trains_on_augmented_images_unless_told_not_to():
     plain = weights_after_an_epoch("--no-augment")
     assert torch.equal(weights_after_an_epoch("--no-augment"), plain)  # the same seed, the same weights
     assert not torch.equal(weights_after_an_epoch(), plain)  # the default warps what it trains on
+    assert not torch.equal(weights_after_an_epoch("--no-augment", "--label-smoothing", "0"), plain)  # and smooths
 
 
 def test_augmentation_options_reach_the_augmentation():
