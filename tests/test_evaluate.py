@@ -252,7 +252,6 @@ def test_evaluate_images_does_not_replace_the_results_of_another_folder_of_the_s
             (tmp_path / where / "mine" / str(digit)).mkdir(parents=True)
             (tmp_path / where / "mine" / str(digit) / "a.png").write_bytes(png_of(strokes.render(digit)))
     assert run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "first" / "mine").returncode == 0
-    assert run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "first" / "mine").returncode == 0
     kept = (run_dir / "external-mine" / "metrics.json").read_bytes()
     assert json.loads(kept)["folder"] == str(tmp_path / "first" / "mine")
     line = one_line_error(run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "second" / "mine"))
