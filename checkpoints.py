@@ -123,25 +123,30 @@ def external_dir(results, name):
     return Path(results) / f"{EXTERNAL_PREFIX}{name}"
 
 
-def evaluated_epoch(path):
-    """The epoch of the best.pt whose evaluate.py results the metrics.json at `path` holds; None if it holds
-    none, or those of another checkpoint."""
+def read_results(path):
+    """The evaluate.py metrics.json at `path` as a dict; {} if there is none or it cannot be read."""
     try:
         metrics = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def evaluated_epoch(metrics):
+    """The epoch of the best.pt whose results `metrics` (from read_results) are; None if they are none, or
+    those of another checkpoint."""
+    try:
         if Path(metrics["checkpoint"]).name == "best.pt":
             return int(metrics["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         pass
     return None
 
 
-def images_folder(out_dir):
-    """The images folder whose evaluate.py --images results are in `out_dir` (None if none are, or they do not
-    say: from before the folder was recorded)."""
-    try:
-        return str(json.loads((Path(out_dir) / "metrics.json").read_text())["folder"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def images_folder(metrics):
+    """The images folder whose evaluate.py --images results `metrics` (from read_results) are; None if they do
+    not say (none, or from before the folder was recorded)."""
+    return None if metrics.get("folder") is None else str(metrics["folder"])
 
 
 def external_results(results):

@@ -296,10 +296,11 @@ def write_report(path, title, about, metrics, plots, sections="", plots_note="")
     headline = (f"| images | accuracy | precision (macro) | recall (macro) | F1 (macro) |\n|---|---|---|---|---|\n"
                 f"| {sum(c['support'] for c in metrics['per_class'])} | {metrics['accuracy']:.2%} | "
                 f"{metrics['precision_macro']:.4f} | {metrics['recall_macro']:.4f} | {metrics['f1_macro']:.4f} |")
+    rows = occurring(metrics["per_class"])
     table = "| class | precision | recall | F1 | support |\n|---|---|---|---|---|\n" + "\n".join(
         f"| {c['name']} | {number(c['precision'])} | {number(c['recall'])} | {number(c['f1'])} | {c['support']} |"
-        for c in occurring(metrics["per_class"]))
-    if undefined(occurring(metrics["per_class"])):
+        for c in rows)
+    if undefined(rows):
         table += f"\n\n{UNDEFINED}."
     figures = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
     text = (f"# {title}\n\n{about}\n\n{headline}\n\n## Per class\n\n{table}\n\n{sections}"
@@ -405,7 +406,7 @@ def evaluate_folder(args, trained, results):
     path, checkpoint, dataset, temperature = trained.path, trained.checkpoint, trained.dataset, trained.temperature
     folder = Path(args.images).resolve()
     out_dir = checkpoints.external_dir(results, folder.name)
-    earlier = checkpoints.images_folder(out_dir)
+    earlier = checkpoints.images_folder(checkpoints.read_results(out_dir / "metrics.json"))
     if earlier not in (None, str(folder)):
         raise cli.RunError(f"{out_dir} holds the results of another folder called {folder.name}, {earlier}; "
                            f"remove it to put those of {folder} there, or give this folder a name of its own")

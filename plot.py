@@ -268,14 +268,15 @@ class Run:
     external: dict  # images folder (its path, or its name if evaluate.py did not record one) -> accuracy
 
 
-def evaluated_accuracy(path, best_epoch):
-    """The accuracy in an evaluate.py metrics.json if it is that of the run's best.pt as it is now; None if
-    there is none, or it is of last.pt, or of an earlier best.pt (evaluated while the run went on)."""
-    if checkpoints.evaluated_epoch(path) != best_epoch:
+def evaluated_accuracy(metrics, best_epoch):
+    """The accuracy in evaluate.py's `metrics` (from checkpoints.read_results) if it is that of the run's best.pt
+    as it is now; None if there is none, or it is of last.pt, or of an earlier best.pt (evaluated while the run
+    went on)."""
+    if checkpoints.evaluated_epoch(metrics) != best_epoch:
         return None
     try:
-        return float(json.loads(Path(path).read_text())["accuracy"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return float(metrics["accuracy"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -311,12 +312,13 @@ def read_run(folder):
     if not history:
         raise cli.RunError(f"{folder}: no completed epoch (stopped before its first one ended?)")
     best = int(checkpoints.best_epoch(history)["epoch"])
-    test_acc = evaluated_accuracy(folder / "metrics.json", best)
+    test_acc = evaluated_accuracy(checkpoints.read_results(folder / "metrics.json"), best)
     external = {}
-    for name, metrics in checkpoints.external_results(folder).items():
+    for name, path in checkpoints.external_results(folder).items():
+        metrics = checkpoints.read_results(path)
         accuracy = evaluated_accuracy(metrics, best)
         if accuracy is not None:
-            external[checkpoints.images_folder(metrics.parent) or name] = accuracy
+            external[checkpoints.images_folder(metrics) or name] = accuracy
     recipe = {**cli.ADDED_LATER, **{key: value for key, value in config.items() if key not in NOT_THE_RECIPE}}
     # Before --precision, the forward pass ran in bf16 on CUDA and in fp32 everywhere else.
     recipe.setdefault("precision_used", "bf16" if str(config.get("device_used", "")).startswith("cuda") else "fp32")

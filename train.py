@@ -320,7 +320,7 @@ def what_next(run_dir, history, data_dir):
     command = f"python evaluate.py --run-dir {run_dir}"
     if data_dir != cli.DEFAULT_DATA_DIR:
         command += f" --data-dir {data_dir}"
-    evaluated = checkpoints.evaluated_epoch(run_dir / "metrics.json")
+    evaluated = checkpoints.evaluated_epoch(checkpoints.read_results(run_dir / "metrics.json"))
     stale = f" (its results are of best.pt at epoch {evaluated})" if evaluated not in (None, best["epoch"]) else ""
     return (f"Best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); checkpoints and plots in "
             f"{run_dir}. Next: {command}{stale}")
