@@ -215,10 +215,7 @@ def format_report(metrics):
               for name, row in zip(names, metrics["confusion_matrix"])]
     if "calibration" in metrics:
         c = metrics["calibration"]
-        fitted = (f"temperature {c['temperature']:.3f}, fitted on {c['fitted_on']}" if c["after"] else
-                  f"no temperature fitted: {c['fitted_on']}" if c["fitted_on"] else
-                  "no temperature fitted yet: python evaluate.py on the checkpoint fits one")
-        lines += ["", f"calibration ({fitted})", "                ECE       NLL     Brier"]
+        lines += ["", f"calibration ({temperature_note(c)})", "                ECE       NLL     Brier"]
         lines += [f"{name:<12}{c[key]['ece']:>8.2%}{c[key]['nll']:>10.4f}{c[key]['brier']:>10.4f}"
                   for name, key in CONFIDENCES if c[key]]
         given, key = trusted(c)
@@ -229,6 +226,15 @@ def format_report(metrics):
     return "\n".join(lines)
 
 
+def temperature_note(c):
+    """Where metrics["calibration"]'s temperature came from, or why there is none."""
+    if c["after"]:
+        return f"temperature {c['temperature']:.3f}, fitted on {c['fitted_on']}"
+    if c["fitted_on"]:
+        return f"no temperature fitted: {c['fitted_on']}"
+    return "no temperature fitted yet: python evaluate.py on the checkpoint fits one on the validation split"
+
+
 def trusted(c):
     """(name, key) of the confidences predict.py and serve.py give: calibrated if a temperature is fitted."""
     return CONFIDENCES[1] if c["after"] else CONFIDENCES[0]
@@ -236,10 +242,9 @@ def trusted(c):
 
 def calibration_table(c):
     """The markdown tables of metrics["calibration"], after a line saying where its temperature came from."""
-    fitted = (f"Softmax temperature {c['temperature']:.3f}, fitted on {c['fitted_on']} (Guo et al. 2017); "
-              f"predict.py and serve.py apply it." if c["after"] else
-              f"No temperature fitted: {c['fitted_on']}." if c["fitted_on"] else
-              "No temperature fitted yet: `python evaluate.py` on the checkpoint fits one on the validation split.")
+    note = temperature_note(c)
+    fitted = note[0].upper() + note[1:] + (" (a softmax temperature, Guo et al. 2017); predict.py and serve.py "
+                                           "apply it." if c["after"] else ".")
     measures = "\n".join(f"| {name} | {c[key]['ece']:.2%} | {c[key]['nll']:.4f} | {c[key]['brier']:.4f} |"
                          for name, key in CONFIDENCES if c[key])
     given, key = trusted(c)
