@@ -46,11 +46,11 @@ def stop_printing():
 
 
 def options_given(parser, argv=None):
-    """The options `argv` sets (by their argparse names), whatever their values: a default typed out counts.
-    `parser` is spent: its defaults are replaced to tell."""
+    """The options `argv` sets (by their argparse names), whatever their values: a default typed out counts."""
     not_given = object()
-    parser.set_defaults(**dict.fromkeys(vars(parser.parse_args([])), not_given))
-    return {name for name, value in vars(parser.parse_args(argv)).items() if value is not not_given}
+    # argparse fills in a default only where the namespace it is given lacks the attribute
+    unset = argparse.Namespace(**dict.fromkeys(vars(parser.parse_args([])), not_given))
+    return {name for name, value in vars(parser.parse_args(argv, namespace=unset)).items() if value is not not_given}
 
 
 class Parser(argparse.ArgumentParser):

@@ -103,8 +103,8 @@ def build_parser():
     return p
 
 
-def parse_args(argv=None):
-    p = build_parser()
+def parse_args(argv=None, parser=None):
+    p = parser or build_parser()
     args = p.parse_args(argv)
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
         p.error(f"--target-acc must be a fraction in (0, 1], got {args.target_acc}")
@@ -426,13 +426,14 @@ def train(args, device, given):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parse_args(argv, parser)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop_on_signal)
     try:
         device = runtime.pick_device(args.device)  # before the run directory is made, so a refusal leaves none
         with locked_run_dir(args.run_dir):
-            run_dir, history = train(args, device, cli.options_given(build_parser(), argv))
+            run_dir, history = train(args, device, cli.options_given(parser, argv))
     except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
     except FloatingPointError as e:
