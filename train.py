@@ -288,6 +288,13 @@ def stop_on_signal(signum, frame):
     raise Stopped(signum)
 
 
+def exit_stopped(stopped, how):
+    """End the script as the signal `stopped` carries would (exit code 128 + its number), saying `how`."""
+    signum = stopped.args[0]
+    print(f"\nstopped by {signal.Signals(signum).name}{how}", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
 def build(args, train_images, device):
     """The seeded model, AdamW (fused: one kernel for all weights) and the one-cycle schedule."""
     torch.manual_seed(args.seed)
@@ -313,7 +320,7 @@ def how_to_resume(run_dir):
     return f"the last completed epoch is in {last}. Resume with: python train.py --run-dir {run_dir} --resume"
 
 
-def what_next(run_dir, history, data_dir):
+def what_next(run_dir, history, data_dir, plotted=True):
     """The closing line: the best epoch, and the evaluate.py command for it (saying so where the run's
     evaluation results are of an earlier best.pt, as after --resume)."""
     best = checkpoints.best_epoch(history)
@@ -322,8 +329,8 @@ def what_next(run_dir, history, data_dir):
         command += f" --data-dir {data_dir}"
     evaluated = checkpoints.evaluated_epoch(checkpoints.read_results(run_dir / "metrics.json"))
     stale = f" (its results are of best.pt at epoch {evaluated})" if evaluated not in (None, best["epoch"]) else ""
-    return (f"Best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); checkpoints and plots in "
-            f"{run_dir}. Next: {command}{stale}")
+    return (f"Best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); checkpoints "
+            f"{'and plots ' if plotted else ''}in {run_dir}. Next: {command}{stale}")
 
 
 def reached_target(history, target_acc):
@@ -443,19 +450,20 @@ def main(argv=None):
         print(e)
         return
     except Stopped as e:
-        signum = e.args[0]
-        print(f"\nstopped by {signal.Signals(signum).name}: {how_to_resume(Path(args.run_dir))}", file=sys.stderr)
-        sys.exit(128 + signum)
+        exit_stopped(e, f": {how_to_resume(Path(args.run_dir))}")
     except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop as if killed
         cli.stop_printing()
         sys.exit(f"stopped: the output pipe was closed; {how_to_resume(Path(args.run_dir))}")
-    import plot
-
     runtime.release_freed_memory()  # the plots need less than training kept; keep the run's peak down
     try:
+        import plot
+
         plot.plot_history(history, run_dir)
     except data.DataError as e:
         sys.exit(f"error: {e} (the training itself finished: its checkpoints are in {run_dir})")
+    except Stopped as e:
+        exit_stopped(e, f" while drawing the training curves; the training itself finished, and evaluate.py draws "
+                        f"them too. {what_next(run_dir, history, args.data_dir, plotted=False)}")
     print(what_next(run_dir, history, args.data_dir))
 
 

@@ -100,6 +100,21 @@ def test_interrupt_stops_cleanly_and_says_how_to_resume(sig, real_mnist_dir, tmp
     assert resumed.returncode == 0 and torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 3
 
 
+def test_ctrl_c_while_the_curves_are_drawn_says_the_training_finished(real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    # The signal lands inside plot_history, at the one moment a timed kill cannot be sure to hit.
+    interrupt_the_plots = ("import os, signal, sys, time; import cli, plot, train; "
+                           "plot.plot_history = lambda *_: (os.kill(os.getpid(), signal.SIGINT), time.sleep(60)); "
+                           "cli.run(train.main)")
+    result = subprocess.run([sys.executable, "-c", interrupt_the_plots, "--epochs", "1", *map(str, TINY_RUN),
+                             "--data-dir", str(real_mnist_dir), "--run-dir", str(run_dir)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+    assert "while drawing the training curves" in result.stderr
+    assert f"python evaluate.py --run-dir {run_dir}" in result.stderr  # which draws them too
+    assert torch.load(run_dir / "best.pt", weights_only=True)["epoch"] == 1
+
+
 def test_ctrl_c_in_evaluate_is_one_line_and_leaves_whole_files(trained_run, real_mnist_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run[0], run_dir)
