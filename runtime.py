@@ -49,17 +49,26 @@ def cpu_has_amx():
     return bool(check and check())
 
 
+def cpu_has_native_bf16():
+    """Whether this CPU multiplies bf16 with instructions of its own: AVX512-BF16 or AMX on x86, the BF16
+    extension on Arm. torch's mkldnn check also says yes to x86 CPUs with AVX-512 but neither (Skylake,
+    Cascade Lake), where oneDNN emulates bf16."""
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or cpu_has_amx()
+
+
 def cpu_trains_faster_in_bf16():
-    """(bool, why), from the three kinds of CPU measured: with AMX (an Intel Xeon) a training step ran
-    1.9x as fast in bf16; on an AMD EPYC with AVX512-BF16 (Zen 4) a 2048x2048 matmul ran at 426 against
-    188 GFLOP/s in fp32, and a step 1.6-1.8x as fast; on an Intel Xeon with AVX512-BF16 but no AMX the matmul
-    ran at 165 against 200 GFLOP/s, and a step 1.5x slower."""
+    """(bool, why), from the three kinds of CPU measured (docs/results.md): with AMX (an Intel Xeon) a
+    training step ran 1.9x as fast in bf16; on an AMD EPYC with AVX512-BF16 (Zen 4) a 2048x2048 matmul ran
+    2.3x as fast as in fp32, and a step 1.6-1.8x; on an Intel Xeon with AVX512-BF16 but no AMX the matmul ran
+    at half its fp32 rate, and a step 1.5x slower."""
     if cpu_has_amx():
         return True, "this CPU has AMX"
-    if cpu_vendor() == "AuthenticAMD" and "avx512_bf16" in cpuinfo("flags").split():
+    if cpu_vendor() == "AuthenticAMD" and cpu_has_native_bf16():  # AMD has no AMX: this is AVX512-BF16
         return True, "this AMD CPU has AVX512-BF16, where bf16 multiplies about twice as fast as fp32"
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return False, "this CPU has AVX-512 but no AMX, where bf16 is slower than fp32 on the Intel CPUs measured"
+    if cpu_has_native_bf16():
+        return False, "this CPU has bf16 instructions but no AMX, where bf16 ran slower than fp32 on the Xeon measured"
     return False, "this CPU has no native bf16"
 
 
@@ -78,7 +87,7 @@ def pick_precision(name, device):
         native, why = False, f"bf16 is not tried on {device.type}"
     if name == "auto":
         return ("bf16" if native else "fp32"), f"auto: {why}"
-    if name == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if name == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         raise RunError("--precision bf16 was asked for, but this CPU has no bf16 instructions (it would be "
                        "emulated, many times slower); use --precision auto or fp32")
     return name, "asked for"

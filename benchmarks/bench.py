@@ -77,7 +77,7 @@ def matmul_gflops(dtype=torch.float32, n=2048, repeats=7):
 def native_precisions():
     """The precisions this CPU multiplies with instructions of its own: fp32, and bf16 where it has
     AVX512-BF16 or AMX (elsewhere bf16 would be emulated, and no floor at all)."""
-    return ["fp32", "bf16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else ["fp32"]
+    return ["fp32", "bf16"] if runtime.cpu_has_native_bf16() else ["fp32"]
 
 
 def seed_forward(model, x):

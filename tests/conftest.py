@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic MNIST files, and the real MNIST fetched once per test run."""
 
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,16 @@ def real_fashion_dir(tmp_path_factory):
     data.ensure_dataset(data_dir, data.FASHION_MNIST, sources=[s for s in data.SOURCES["fashion-mnist"]
                                                                if s[1] is data.fetch_from_debian])
     return data_dir
+
+
+@pytest.fixture
+def avx512_cpu_without_bf16(monkeypatch):
+    """A Skylake or Cascade Lake Xeon: AVX-512, which torch's mkldnn check takes for bf16 (oneDNN emulates
+    it there), but neither AVX512-BF16 nor AMX."""
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
 
 
 def run_script(script, *args, timeout=300, **kwargs):

@@ -43,6 +43,10 @@ def test_quick_benchmark_runs_and_writes_its_results(real_mnist_dir, tmp_path):
     assert sorted(results["preparation_ms_per_picture"]) == ["heldout", "uci-heldout"]
 
 
+def test_no_floor_is_measured_for_an_emulated_precision(avx512_cpu_without_bf16):
+    assert bench.native_precisions() == ["fp32"]
+
+
 def test_preparation_is_timed_per_picture_of_a_folder(tmp_path):
     (tmp_path / "3").mkdir()
     strokes.draw(strokes.DIGITS[3], 160, 12).save(tmp_path / "3" / "three.png")

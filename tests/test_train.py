@@ -2,6 +2,7 @@
 
 import csv
 import json
+import platform
 import signal
 import subprocess
 import sys
@@ -310,18 +311,20 @@ def test_best_epoch_is_the_later_of_a_tie_as_best_pt_keeps_it():
     (False, "AuthenticAMD", "avx2 fma", "fp32"),  # Zen 3 and before: no bf16 at all
 ])
 def test_auto_precision_takes_bf16_where_the_cpu_runs_it_faster(monkeypatch, amx, vendor, flags, expected):
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    cpu = {"vendor_id": vendor, "flags": flags}
-    monkeypatch.setattr(runtime, "cpuinfo", lambda field: cpu.get(field, ""))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: "avx512_bf16" in flags)
+    monkeypatch.setattr(runtime, "cpuinfo", lambda field: {"vendor_id": vendor}.get(field, ""))
     precision, reason = runtime.pick_precision("auto", "cpu")
     assert precision == expected and reason.startswith("auto: ") and ("AMX" in reason or "bf16" in reason)
+    assert ("no native bf16" in reason) == ("avx512_bf16" not in flags)
     assert runtime.pick_precision("fp32", "cpu") == ("fp32", "asked for")
 
 
-def test_bf16_on_a_cpu_without_bf16_is_refused_in_one_line(monkeypatch):
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+def test_bf16_on_a_cpu_without_bf16_is_refused_in_one_line(avx512_cpu_without_bf16):
     with pytest.raises(runtime.RunError, match="--precision auto or fp32"):
         runtime.pick_precision("bf16", "cpu")
+    assert runtime.pick_precision("auto", "cpu") == ("fp32", "auto: this CPU has no native bf16")
 
 
 def test_bf16_inference_stays_close_to_fp32_and_returns_fp32():
