@@ -27,7 +27,7 @@ def save(path, checkpoint):
         torch.save(checkpoint, f)
 
 
-def load(path, device="cpu"):
+def load(path):
     """Load one of our checkpoints safely (weights_only) or raise RunError saying what is wrong."""
     path = Path(path)
     if not path.exists():
@@ -40,7 +40,7 @@ def load(path, device="cpu"):
         raise RunError(f"{path} is not a checkpoint ({problem}); pass a .pt file train.py wrote, a run's best.pt "
                        "or last.pt")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         what = f"it would import {found.group(1)}" if found else "it holds more than tensors and plain values"

@@ -276,8 +276,9 @@ def load_data(args, device):
     return [t.to(device) for t in (train_x, train_y, val_x, val_y)]
 
 
-class Stopped(Exception):
-    """SIGINT or SIGTERM arrived; carries the signal's number."""
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived; carries the signal's number. A BaseException, as KeyboardInterrupt is, so
+    that no `except Exception` on the way (one that reports a damaged file, say) takes it for an error."""
 
 
 class Finished(Exception):
@@ -444,8 +445,9 @@ def main(argv=None):
     except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
     except FloatingPointError as e:
-        sys.exit(f"error: {e}; stopped without saving it. best.pt and last.pt hold the last good "
-                 f"epoch. Try a lower --lr (now {args.lr}).")
+        kept = ("best.pt and last.pt hold the last good epoch" if (Path(args.run_dir) / "last.pt").exists() else
+                "no epoch had completed, so nothing was saved")
+        sys.exit(f"error: {e}; stopped without saving it. {kept}. Try a lower --lr (now {args.lr}).")
     except Finished as e:
         print(e)
         return

@@ -115,6 +115,17 @@ def test_ctrl_c_while_the_curves_are_drawn_says_the_training_finished(real_mnist
     assert torch.load(run_dir / "best.pt", weights_only=True)["epoch"] == 1
 
 
+def test_ctrl_c_while_last_pt_loads_is_a_stop_not_a_damaged_checkpoint(monkeypatch, tmp_path):
+    torch.save({"format": checkpoints.FORMAT}, tmp_path / "last.pt")
+
+    def interrupted(*args, **kwargs):
+        train.stop_on_signal(signal.SIGINT, None)
+
+    monkeypatch.setattr(torch, "load", interrupted)
+    with pytest.raises(train.Stopped):  # which train.py turns into "stopped by SIGINT" and how to resume
+        checkpoints.load(tmp_path / "last.pt")
+
+
 def test_ctrl_c_in_evaluate_is_one_line_and_leaves_whole_files(trained_run, real_mnist_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run[0], run_dir)
@@ -507,6 +518,7 @@ def test_huge_learning_rate_is_stopped_with_advice(real_mnist_dir, tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the training loss became") and "lower --lr" in last
+    assert "no epoch had completed, so nothing was saved" in last and not (tmp_path / "run" / "best.pt").exists()
 
 
 # --- 7. bad images for predict.py --------------------------------------------------------------
