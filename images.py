@@ -254,6 +254,10 @@ def digit_mask(ink, drawn=False):
     # A piece is as big as its strong ink: a grain of the paper that passed the low threshold has little.
     strong = np.bincount(pieces[ink > max(0.4 * peak, 5 * noise)], minlength=count + 1)
     strong[0] = 0
+    if not strong.any():
+        # Nothing stands five noise levels out: an enlarged 8x8 digit, whose ink fills so much of its box that
+        # it counts as noise. It is all digit. (A picture of noise alone gets the same, and is read as one.)
+        return np.ones(ink.shape, dtype=bool)
     areas[strong == 0] = 0  # only pieces with strong ink in them can be part of the digit
     # The digit's parts: every piece with a tenth of the most strong ink or more, and any smaller ones in their box.
     big = strong >= 0.1 * strong.max()
