@@ -53,29 +53,38 @@ def open_grey(source, max_pixels=None):
     """Open an image (a path, a file object, bytes or a PIL image) as a grey array (uint8, or float for
     16-bit and float images), and whether it is an alpha mask (larger = ink) rather than a picture.
     Images over `max_pixels` (default LARGEST_PICTURE) are refused before their pixels are decoded."""
-    max_pixels = max_pixels or LARGEST_PICTURE
     try:
-        if isinstance(source, bytes | bytearray):
-            source = io.BytesIO(source)
-        opened = not isinstance(source, Image.Image)
-        image = Image.open(source) if opened else source
-        if image.width * image.height > max_pixels:
-            raise ImageError(f"the image is too large ({image.width}x{image.height} pixels, over the limit of "
-                             f"{max_pixels:,}); scale it down")
-        if opened:
-            # The JPEG decoder itself scales a big photo down by up to 8, never below WORKING_SIDE, where
-            # the picture is analysed anyway: a phone photo is read about 5 times quicker. Others are as
-            # they were.
-            image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))
-        if image.format != "PNG" or "exif" in image.info:  # reading EXIF costs as much as the rest here
-            image = ImageOps.exif_transpose(image)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        if isinstance(e, UnidentifiedImageError):
-            reason = "not an image Pillow can read"
-        else:  # an OSError from the file system names the path, which the caller prints already
-            reason = getattr(e, "strerror", None) or str(e)
-        raise ImageError(f"cannot read image: {reason}") from None
+        grey, is_alpha_ink = decode_grey(source, max_pixels or LARGEST_PICTURE)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError("cannot read image: not an image Pillow can read") from None
+    except OSError as e:  # one from the file system names the path, which the caller prints already
+        raise ImageError(f"cannot read image: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001  (a damaged file makes Pillow raise many kinds: ValueError, SyntaxError, ...)
+        raise ImageError(f"cannot read image: it is damaged ({type(e).__name__}: {e})") from None
+    if not np.isfinite(grey).all():
+        raise ImageError("cannot read image: some of its pixels are not numbers (NaN or infinite)")
+    return grey, is_alpha_ink
+
+
+def decode_grey(source, max_pixels):
+    """open_grey's decoding, which may fail in whatever way Pillow does."""
+    if isinstance(source, bytes | bytearray):
+        source = io.BytesIO(source)
+    opened = not isinstance(source, Image.Image)
+    image = Image.open(source) if opened else source
+    if image.width * image.height > max_pixels:
+        raise ImageError(f"the image is too large ({image.width}x{image.height} pixels, over the limit of "
+                         f"{max_pixels:,}); scale it down")
+    if opened:
+        # The JPEG decoder itself scales a big photo down by up to 8, never below WORKING_SIDE, where
+        # the picture is analysed anyway: a phone photo is read about 5 times quicker. Others are as
+        # they were.
+        image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))
+    if image.format != "PNG" or "exif" in image.info:  # reading EXIF costs as much as the rest here
+        image = ImageOps.exif_transpose(image)
+    image.load()
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if has_alpha:
         alpha = np.asarray((image if image.mode in ("RGBA", "LA") else image.convert("RGBA")).getchannel("A"))

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny synthetic MNIST files, and the real MNIST fetched once per test run."""
 
+import io
 import os
 import platform
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -84,6 +86,13 @@ def avx512_cpu_without_bf16(monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+
+def damaged_palette_bmp():
+    """A BMP that declares more palette colours than it may hold: Pillow fails with a ValueError of its own."""
+    bmp = io.BytesIO()
+    Image.new("P", (64, 64), 3).save(bmp, "BMP")
+    return bmp.getvalue()[:46] + (257).to_bytes(4, "little") + bmp.getvalue()[50:]
 
 
 def run_script(script, *args, timeout=300, **kwargs):

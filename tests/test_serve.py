@@ -10,7 +10,7 @@ import socket
 import httpx2 as httpx
 import pytest
 import torch
-from conftest import one_line_error, run_script, start_server
+from conftest import damaged_palette_bmp, one_line_error, run_script, start_server
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -108,6 +108,7 @@ BAD_INPUTS = {
     "not an image": (b"hello, I am text", "image/png", 422, "not an image"),
     "truncated PNG": (truncated_png(), "image/png", 422, "cannot read image"),
     "decompression bomb": (decompression_bomb(), "image/png", 422, "too large"),
+    "damaged BMP": (damaged_palette_bmp(), "image/bmp", 422, "it is damaged"),
     "blank canvas": (png(Image.new("L", (280, 280), 255)), "image/png", 422, "no digit found"),
     "wrong content type": (png(strokes.render(1)), "text/plain", 415, "expected an image"),
     "form upload": (b"--x\r\n\r\n--x--", "multipart/form-data; boundary=x", 415, "expected an image"),
