@@ -49,6 +49,15 @@ def is_picture_file(path):
     return Path(path).suffix.lower() in picture_extensions() and Path(path).is_file()
 
 
+def declared_pixels(body):
+    """How many pixels the header of an image's bytes declares (nothing is decoded), or 0 where it is no image."""
+    try:
+        width, height = Image.open(io.BytesIO(body)).size
+    except Exception:  # noqa: BLE001  (open_grey says what is wrong with it, when it is read)
+        return 0
+    return width * height
+
+
 def open_grey(source, max_pixels=None):
     """Open an image (a path, a file object, bytes or a PIL image) as a grey array (uint8, or float for
     16-bit and float images), and whether it is an alpha mask (larger = ink) rather than a picture.

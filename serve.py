@@ -35,7 +35,10 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 10 << 20  # a phone photo fits; larger bodies are refused before they are read whole
 MAX_PIXELS = 40_000_000  # a 40-megapixel photo; a "decompression bomb" declares far more
 MAX_BATCH = 64
-PREPARED_ON_THE_LOOP = 64 << 10  # bytes: a canvas PNG is 3-8 KB and takes about a millisecond
+# A canvas PNG (3-8 KB, 200x200 pixels) takes about a millisecond to prepare; a PNG of a few KB may still hold
+# 36 million pixels of one colour, and take a fifth of a second.
+PREPARED_ON_THE_LOOP = 64 << 10  # bytes
+PIXELS_PREPARED_ON_THE_LOOP = 512 * 512
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
 
 
@@ -45,7 +48,8 @@ class BatchedReader:
     One worker thread at a time runs the waiting images through the network in one forward pass, while
     the event loop goes on taking requests; those that arrive meanwhile form the next batch. A small
     image (a canvas) is prepared on the event loop as it arrives, which costs less than a hop to another
-    thread; a large one (a photo) is prepared in the worker, so that it never holds up the others.
+    thread; a large one (a photo, or any image of many pixels) is prepared in the worker, so that it never
+    holds up the others.
     """
 
     def __init__(self, model, prepare, precision="fp32", temperature=1.0):
@@ -56,7 +60,8 @@ class BatchedReader:
     async def read(self, body):
         """(input [1, 28, 28], probabilities [10]) for one image's bytes; raises what `prepare` raises."""
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append((self.prepare(body) if len(body) <= PREPARED_ON_THE_LOOP else body, future))
+        small = len(body) <= PREPARED_ON_THE_LOOP and images.declared_pixels(body) <= PIXELS_PREPARED_ON_THE_LOOP
+        self.waiting.append((self.prepare(body) if small else body, future))
         if self.worker is None or self.worker.done():
             self.worker = asyncio.create_task(self._drain())
         return await future

@@ -6,13 +6,14 @@ import json
 import shutil
 import signal
 import socket
+import threading
 
 import httpx2 as httpx
 import pytest
 import torch
 from conftest import damaged_palette_bmp, one_line_error, run_script, start_server
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import checkpoints
 import images
@@ -186,6 +187,28 @@ def test_requests_that_wait_together_share_one_forward_pass(trained_run):
     assert isinstance(results[-1], serve.HTTPException) and results[-1].status_code == 422
     for body, (x, probabilities) in zip(bodies[:-1], results[:-1]):
         assert torch.equal(x, images.image_to_mnist(body)) and probabilities.shape == (10,)
+
+
+def test_a_small_file_of_many_pixels_is_prepared_off_the_event_loop(trained_run):
+    # A 1-bit PNG of 6,000 x 6,000 pixels is a few KB, but takes a fifth of a second to prepare: on the
+    # event loop it would hold up every other client.
+    model = checkpoints.load_model(checkpoints.load(trained_run[0] / "best.pt"))
+    on_the_loop = []
+
+    def prepare(body):
+        on_the_loop.append(threading.current_thread() is threading.main_thread())
+        return serve.prepare(body)
+
+    wide = Image.new("1", (6000, 6000), 1)
+    ImageDraw.Draw(wide).line([(3000, 1000), (3000, 5000)], fill=0, width=400)
+    bodies = [png(strokes.render(7)), png(wide, optimize=True)]
+    assert len(bodies[1]) <= serve.PREPARED_ON_THE_LOOP
+
+    async def run():
+        return await asyncio.gather(*(serve.BatchedReader(model, prepare).read(body) for body in bodies))
+
+    asyncio.run(run())
+    assert on_the_loop == [True, False]
 
 
 # --- serve.py as a user runs it ---------------------------------------------------------------
