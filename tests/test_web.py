@@ -177,6 +177,29 @@ def test_a_dropped_photo_is_read(page):
     assert not pad_is_blank(page)  # the photo is shown where it was dropped
 
 
+def test_clear_right_after_a_drop_leaves_the_pad_blank(page):
+    photo = strokes.render(3, size=1500, ink=60, paper=200)
+    # The drop and Escape in one task: Clear comes before the photo has been decoded to be shown.
+    with page.expect_response("**/api/predict"):  # the photo was sent, and its answer came back
+        page.evaluate("""(encoded) => {
+            const bytes = Uint8Array.from(atob(encoded), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], 'three.png', {type: 'image/png'}));
+            document.getElementById('drop-zone').dispatchEvent(new DragEvent('drop', {dataTransfer: transfer}));
+            document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}));
+        }""", base64.b64encode(png_bytes(photo)).decode())
+    expect(page.locator(".result-panel")).to_have_attribute("aria-busy", "false")
+    page.wait_for_timeout(300)  # and the page has had time to paint the photo, were it still going to
+    assert pad_is_blank(page)
+    expect(page.get_by_label("Predicted digit")).to_have_text("?")  # the answer about the photo was dropped
+
+
+def test_a_server_that_is_gone_is_said_to_be(page):
+    page.route("**/api/predict", lambda route: route.abort())
+    draw(page, 4)
+    expect(page.get_by_role("alert")).to_have_text("The server is not answering: is serve.py still running?")
+
+
 def test_a_chosen_file_is_read_and_a_bad_one_is_explained(page, tmp_path):
     (tmp_path / "eight.png").write_bytes(png_bytes(strokes.render(8)))
     page.get_by_text("Choose an image").set_input_files(tmp_path / "eight.png")

@@ -1,5 +1,5 @@
 // The drawing pad: pointer strokes on a canvas, sent as a PNG to /api/predict while you draw
-// (debounced, never more than one request in flight) and after each stroke.
+// (at most every READ_EVERY_MS, never more than one request in flight) and after each stroke.
 "use strict";
 
 const pad = document.getElementById("pad");
@@ -18,7 +18,7 @@ const resultPanel = document.querySelector(".result-panel");
 // MNIST digits are about 20 px tall with strokes 2-3 px wide: the same proportion on a digit drawn
 // across most of the pad.
 const STROKE_WIDTH = pad.width / 13;
-const DEBOUNCE_MS = 100;
+const READ_EVERY_MS = 100;
 // The pad is sent at 200x200: ten times the 20-pixel box MNIST fits a digit into, and half the
 // pixels of the pad itself for the server to decode.
 const SEND_SIZE = 200;
@@ -29,7 +29,7 @@ sendCtx.imageSmoothingQuality = "high";
 
 let drawing = false;
 let hasInk = false;
-let debounce = null;    // a reading scheduled while drawing
+let scheduledRead = null;  // a reading due while drawing
 let encoding = 0;       // canvas snapshots being turned into PNGs
 let inFlight = false;
 let pending = null;     // the next image to send once the request in flight returns
@@ -44,7 +44,7 @@ const WORDING = {
 
 // aria-busy tells assistive technology (and the tests) that a newer reading is on its way.
 function updateBusy() {
-  const busy = drawing || debounce !== null || encoding > 0 || inFlight || pending !== null;
+  const busy = drawing || scheduledRead !== null || encoding > 0 || inFlight || pending !== null;
   resultPanel.setAttribute("aria-busy", String(busy));
 }
 
@@ -76,8 +76,8 @@ function clearAll() {
   hasInk = false;
   generation++;
   pending = null;
-  clearTimeout(debounce);
-  debounce = null;
+  clearTimeout(scheduledRead);
+  scheduledRead = null;
   updateBusy();
   hint.hidden = false;
   digitOut.textContent = "?";
@@ -131,7 +131,7 @@ function continueStroke(event) {
   const [x, y] = point(event);
   ctx.beginPath();
   ctx.moveTo(x, y);
-  if (debounce === null) debounce = setTimeout(readPad, DEBOUNCE_MS);
+  if (scheduledRead === null) scheduledRead = setTimeout(readPad, READ_EVERY_MS);
 }
 
 function endStroke(event) {
@@ -141,8 +141,8 @@ function endStroke(event) {
 }
 
 function readPad() {
-  clearTimeout(debounce);
-  debounce = null;
+  clearTimeout(scheduledRead);
+  scheduledRead = null;
   if (hasInk) {
     encoding++;
     const mine = generation;
@@ -167,8 +167,9 @@ async function send(blob) {
   const mine = generation;
   try {
     const response = await fetch("api/predict", {method: "POST", body: blob,
-                                                  headers: {"Content-Type": blob.type || "image/png"}});
-    const answer = await response.json();
+                                                  headers: {"Content-Type": blob.type || "image/png"}})
+      .catch(() => { throw new Error("The server is not answering: is serve.py still running?"); });
+    const answer = await response.json().catch(() => ({}));  // a proxy's error page, say
     if (!response.ok) throw new Error(answer.error || `the server answered ${response.status}`);
     if (mine === generation) show(answer);
   } catch (error) {
@@ -220,13 +221,15 @@ function readFile(file) {
   }
   clearAll();
   hint.hidden = true;
+  const mine = generation;
   const url = URL.createObjectURL(file);
   const image = new Image();
-  image.onload = () => {  // show the picture on the pad, scaled to fit
+  image.onload = () => {  // show the picture on the pad, scaled to fit, unless Clear came first
+    URL.revokeObjectURL(url);
+    if (mine !== generation) return;
     const scale = Math.min(pad.width / image.width, pad.height / image.height);
     const w = image.width * scale, h = image.height * scale;
     ctx.drawImage(image, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-    URL.revokeObjectURL(url);
   };
   image.onerror = () => URL.revokeObjectURL(url);
   image.src = url;
