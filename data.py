@@ -203,28 +203,30 @@ def _gunzip_verified(gz_path, target, expected_md5):
 
 
 def verify_raw_files(raw, checksums):
-    """Check each expected file against its md5, removing any that fail.
+    """Check each expected file against its md5 (see verify_raw_file). Returns the problems left, one string
+    each; an empty list means every file is present and exact."""
+    return [problem for name, expected in checksums.items() if (problem := verify_raw_file(raw / name, expected))]
 
-    A missing file is made from its `.gz` twin when that verifies. Returns the problems found, one
-    string each; an empty list means every file is present and exact.
-    """
-    problems = []
-    for name, expected in checksums.items():
-        path, gz_path = raw / name, raw / f"{name}.gz"
-        if path.is_file():
-            if file_hash(path) == expected:
-                continue
-            os.remove(path)
-            problems.append(f"{name} has the wrong md5 (truncated or corrupt); removed it")
-        if gz_path.is_file():
-            problem = _gunzip_verified(gz_path, path, expected)
-            if problem is None:
-                continue
-            os.remove(gz_path)
-            problems.append(f"{problem}; removed it")
-        elif not path.exists():
-            problems.append(f"{name} is missing")
-    return problems
+
+def verify_raw_file(path, expected_md5):
+    """None if `path` holds the exact file, made from its `.gz` twin where it is missing or wrong and the
+    twin verifies; else what is wrong. A file or twin that fails is removed, to be fetched again."""
+    gz_path = path.with_name(f"{path.name}.gz")
+    if path.exists() and not path.is_file():
+        return f"{path} is not a file; move it out of the way"
+    removed = None
+    if path.is_file():
+        if file_hash(path) == expected_md5:
+            return None
+        os.remove(path)
+        removed = f"{path.name} has the wrong md5 (truncated or corrupt); removed it"
+    if not gz_path.is_file():
+        return removed or f"{path.name} is missing"
+    problem = _gunzip_verified(gz_path, path, expected_md5)
+    if problem is None:
+        return None
+    os.remove(gz_path)
+    return "; ".join(filter(None, [removed, f"{problem}; removed it"]))
 
 
 # ---------------------------------------------------------------------------------------------

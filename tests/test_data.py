@@ -74,6 +74,26 @@ def test_gz_that_is_not_gzip_is_removed_and_replaced(tiny_mnist):
     assert data.file_hash(raw / "t10k-labels-idx1-ubyte") == checksums["t10k-labels-idx1-ubyte"]
 
 
+def test_each_bad_file_is_one_problem_and_a_folder_in_its_place_is_one(tiny_mnist):
+    data_dir, checksums = tiny_mnist
+    raw = data.raw_dir(data_dir)
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"cut short")
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte").mkdir()
+    assert data.verify_raw_files(raw, checksums) == [
+        "train-labels-idx1-ubyte has the wrong md5 (truncated or corrupt); removed it",
+        f"{raw / 't10k-labels-idx1-ubyte'} is not a file; move it out of the way"]
+
+
+def test_a_bad_file_whose_gz_twin_is_good_is_remade_from_it(tiny_mnist):
+    data_dir, checksums = tiny_mnist
+    path = data.raw_dir(data_dir) / "train-labels-idx1-ubyte"
+    path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+    path.write_bytes(b"cut short")
+    assert data.verify_raw_files(path.parent, checksums) == []  # nothing left to fetch
+    assert data.file_hash(path) == checksums[path.name]
+
+
 def test_gz_of_the_wrong_bytes_is_removed_and_replaced(tiny_mnist):
     data_dir, checksums = tiny_mnist
     raw = data.raw_dir(data_dir)
