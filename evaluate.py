@@ -376,18 +376,12 @@ def read_image_folder(folder, dataset):
                            is_valid_file=images.is_picture_file)  # what predict.py reads, GIFs too
     if not samples:
         raise cli.RunError(f"--images {folder}: its class folders hold no image files (PNG, JPEG, ...)")
-    inputs, labels, paths, problems = [], [], [], []
-    for path, label in samples:
-        try:
-            inputs.append(images.to_input(path, dataset))
-        except images.ImageError as e:
-            problems.append(f"{path}: {e}")
-            continue
-        labels.append(label)
-        paths.append(path)
-    if not inputs:
+    inputs, paths, unreadable = images.to_inputs([path for path, _ in samples], dataset)
+    problems = [f"{path}: {why}" for path, why in unreadable]
+    if inputs is None:
         raise cli.RunError(f"--images {folder}: none of its {len(samples)} images could be read ({problems[0]}, ...)")
-    return torch.stack(inputs), torch.tensor(labels), paths, problems
+    label_of = dict(samples)
+    return inputs, torch.tensor([label_of[path] for path in paths]), paths, problems
 
 
 def unreadable_section(problems):
@@ -416,7 +410,7 @@ def evaluate_folder(args, trained, results):
         raise cli.RunError(f"{out_dir} holds the results of another folder called {folder.name}, {earlier}; "
                            f"remove it to put those of {folder} there, or give this folder a name of its own")
     inputs, labels, paths, problems = read_image_folder(args.images, dataset)
-    logits = torch.cat([runtime.logits_of(trained.model, x, trained.precision) for x in inputs.split(args.batch_size)])
+    logits = runtime.logits_of(trained.model, inputs, trained.precision, args.batch_size)
     # Whether the confidences, calibrated on the run's own validation split, can be trusted on these images too.
     metrics, predictions, confidences = score(logits, labels, temperature,
                                               "the run's validation split" if temperature else None, dataset.classes)

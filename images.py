@@ -369,3 +369,15 @@ def to_input(source, dataset=data.MNIST, max_pixels=None):
     """The network's input [1, 28, 28] for a picture, prepared as `dataset`'s own images were."""
     prepare = image_to_fashion if dataset is data.FASHION_MNIST else image_to_mnist
     return prepare(source, max_pixels=max_pixels)
+
+
+def to_inputs(paths, dataset=data.MNIST):
+    """(inputs [N, 1, 28, 28] or None, the paths read, (path, why) of each that could not be)."""
+    inputs, readable, problems = [], [], []
+    for path in paths:
+        try:
+            inputs.append(to_input(path, dataset))
+            readable.append(path)
+        except ImageError as e:
+            problems.append((path, str(e)))
+    return (torch.stack(inputs) if inputs else None), readable, problems

@@ -12,8 +12,6 @@ A file that cannot be read gets one line and the others are still classified; th
 import sys
 from pathlib import Path
 
-import torch
-
 import checkpoints
 import cli
 import images
@@ -47,18 +45,6 @@ def image_files(paths):
     return files, problems
 
 
-def prepare_all(paths, dataset):
-    """(inputs, readable paths, problems): each unreadable file becomes a problem line, not an exception."""
-    inputs, readable, problems = [], [], []
-    for path in paths:
-        try:
-            inputs.append(images.to_input(path, dataset))
-            readable.append(path)
-        except images.ImageError as e:
-            problems.append(f"{path}: error: {e}")
-    return inputs, readable, problems
-
-
 def format_prediction(path, probabilities, top, classes):
     values, indices = probabilities.topk(top)
     guesses = "  ".join(f"{classes[k]} ({v:.1%})" for k, v in zip(indices.tolist(), values.tolist()))
@@ -73,17 +59,16 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     classes = trained.dataset.classes
     files, empty_folders = image_files(args.images)
-    inputs, readable, problems = prepare_all(files, trained.dataset)
-    problems = empty_folders + problems
+    inputs, readable, unreadable = images.to_inputs(files, trained.dataset)
+    problems = empty_folders + [f"{path}: error: {why}" for path, why in unreadable]
     for line in problems:
         print(line, file=sys.stderr)
-    if inputs and trained.temperature is None:
+    if inputs is not None and trained.temperature is None:
         print(f"note: confidences as trained, not calibrated (no temperature is fitted for {trained.path}: "
               "python evaluate.py on it fits one, where it can)", file=sys.stderr)
-    if inputs:
+    if inputs is not None:
         # Calibrated with the temperature evaluate.py fitted, once it has run.
-        probabilities = runtime.probabilities(trained.model, torch.stack(inputs), trained.precision,
-                                              trained.temperature or 1.0)
+        probabilities = runtime.probabilities(trained.model, inputs, trained.precision, trained.temperature or 1.0)
         for path, p in zip(readable, probabilities):
             print(format_prediction(path, p, min(args.top, len(classes)), classes))
     sys.exit(1 if problems else 0)

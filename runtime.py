@@ -163,12 +163,15 @@ def release_freed_memory():
 
 
 @torch.inference_mode()
-def logits_of(model, x, precision="fp32"):
-    """Logits [N, 10] (float32, on the CPU) for normalized inputs [N, 1, 28, 28] on any device."""
+def logits_of(model, x, precision="fp32", batch_size=500):
+    """Logits [N, 10] (float32, on the CPU) for normalized inputs [N, 1, 28, 28] on any device, `batch_size`
+    at a time: the first convolution's output alone is 100 KB an image."""
     device = next(model.parameters()).device
-    x = x.to(device).contiguous(memory_format=memory_format(device))
-    with autocast(device, precision):
-        return model(x).float().cpu()
+    outputs = []
+    for batch in x.split(batch_size):
+        with autocast(device, precision):
+            outputs.append(model(batch.to(device).contiguous(memory_format=memory_format(device))).float().cpu())
+    return torch.cat(outputs)
 
 
 def probabilities(model, x, precision="fp32", temperature=1.0):

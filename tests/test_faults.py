@@ -183,7 +183,9 @@ def test_a_closed_output_pipe_stops_predict_py_in_one_line(trained_run, tmp_path
     image.save(tmp_path / "one.png")
     result = run_into_a_closed_pipe("predict.py", tmp_path / "one.png", "--run-dir", trained_run[0])
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == ["stopped: the output pipe was closed"]
+    # (after the note on calibration, where the shared run has not been evaluated yet)
+    assert result.stderr.strip().splitlines()[-1:] == ["stopped: the output pipe was closed"]
+    assert "Traceback" not in result.stderr
 
 
 # --- 3. corrupt data ---------------------------------------------------------------------------

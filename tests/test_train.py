@@ -327,6 +327,17 @@ def test_bf16_on_a_cpu_without_bf16_is_refused_in_one_line(avx512_cpu_without_bf
     assert runtime.pick_precision("auto", "cpu") == ("fp32", "auto: this CPU has no native bf16")
 
 
+def test_logits_of_many_pictures_are_computed_a_batch_at_a_time():
+    torch.manual_seed(0)
+    model = CNN().eval()
+    batches = []
+    model.register_forward_hook(lambda module, inputs, output: batches.append(len(inputs[0])))
+    x = torch.randn(7, 1, 28, 28)
+    logits = runtime.logits_of(model, x, batch_size=3)
+    assert batches == [3, 3, 1]
+    assert torch.allclose(logits, model(x), atol=1e-5)
+
+
 def test_bf16_inference_stays_close_to_fp32_and_returns_fp32():
     torch.manual_seed(0)
     model = CNN().eval()
