@@ -49,6 +49,11 @@ def is_picture_file(path):
     return Path(path).suffix.lower() in picture_extensions() and Path(path).is_file()
 
 
+# The spread of grey levels (5th to 95th percentile) under which the opaque parts of a picture with
+# transparency are taken for strokes of one colour.
+ONE_COLOUR = 64
+
+
 def declared_pixels(body):
     """How many pixels the header of an image's bytes declares (nothing is decoded), or 0 where it is no image."""
     try:
@@ -96,10 +101,16 @@ def decode_grey(source, max_pixels):
     image.load()
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if has_alpha:
-        alpha = np.asarray((image if image.mode in ("RGBA", "LA") else image.convert("RGBA")).getchannel("A"))
+        image = image.convert("RGBA")
+        alpha = np.asarray(image.getchannel("A"))
         if alpha.min() < 128:
-            # Strokes on a transparent background: what is opaque is the ink, whatever its colour.
-            return alpha, True
+            opaque = np.asarray(image.convert("L"))[alpha >= 128]
+            low, high = np.percentile(opaque, [5, 95]) if opaque.size else (0, 0)
+            if high - low < ONE_COLOUR:
+                # Strokes of one colour on a transparent background: what is opaque is the ink, whatever its colour.
+                return alpha, True
+            # Anything else with transparent parts (a card turned in an editor, a margin) is read as it looks on white.
+            image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image)
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         return np.asarray(image, dtype=np.float32), False
     if image.mode == "LAB":  # Pillow cannot convert it; its first band is the lightness

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import RunsCode, make_tiny_mnist
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 import data
 import images
@@ -374,6 +374,19 @@ def test_image_to_mnist_makes_a_centred_20px_digit(image):
     assert abs(com_y - 14) <= 1.5 and abs(com_x - 14) <= 1
     # Corners are background: the digit is light on dark whatever the input was.
     assert ink[0, 0] == ink[-1, -1] == 0
+
+
+@pytest.mark.parametrize("card", [
+    # A photo of a card, turned in an editor: transparent corners round the card.
+    draw_seven((200, 200), (0, 0, 0, 255), (255, 255, 255, 255), "RGBA").rotate(20, expand=True),
+    # A card on a transparent margin.
+    ImageOps.expand(draw_seven((150, 150), (30, 30, 30, 255), (240, 240, 240, 255), "RGBA"), 40, (0, 0, 0, 0)),
+])
+def test_a_card_with_transparent_parts_is_read_as_it_looks_on_white(card):
+    # Only strokes of one colour on a transparent background are ink by their opacity; a card holding
+    # the digit in other colours was read as one opaque blob.
+    on_white = Image.alpha_composite(Image.new("RGBA", card.size, "white"), card).convert("RGB")
+    assert torch.equal(images.image_to_mnist(card), images.image_to_mnist(on_white))
 
 
 def test_polarity_and_size_do_not_change_the_result_much():
