@@ -14,9 +14,11 @@ writers, collected apart from MNIST's), as scikit-learn ships them, 8x8 pixels o
 white; the even-numbered go to uci-tune, the odd to uci-heldout (the same writers in both). A held-out
 set is only ever reported, never used for a choice. The sets are written in torchvision's ImageFolder
 layout: SET/0/..., ..., SET/9/..., with preprocessing.png beside them: how images.py reads a few of the
-pictures, stage by stage.
+pictures, stage by stage. A set written again replaces the one before only once it is complete; a set's
+folder holding files this script does not write is refused, so that nothing of yours is removed.
 """
 
+import contextlib
 import math
 import shutil
 import sys
@@ -182,6 +184,37 @@ def photograph(image, rng):
 SHOWN = ["shadow", "uneven light", "low contrast", "small in a large picture", "light on dark", "paper texture"]
 
 
+SETS = ("uci-tune", "uci-heldout", "tune", "heldout")
+
+
+def not_ours(target):
+    """What the folder of a set holds that make_external.py does not write (its files are kept)."""
+    if not Path(target).is_dir():
+        return []
+    found = [path for path in Path(target).iterdir() if not (path.is_dir() and path.name in map(str, range(10)))]
+    return found + [path for folder in Path(target).iterdir() if folder not in found
+                    for path in folder.iterdir() if not images.is_picture_file(path)]
+
+
+@contextlib.contextmanager
+def replacing(target):
+    """A fresh folder to write a set into, which takes the place of `target` only once it is complete:
+    an interrupted run leaves the set before it whole."""
+    target = Path(target)
+    fresh, old = target.with_name(f".{target.name}.partial"), target.with_name(f".{target.name}.old")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir(parents=True)
+    try:
+        yield fresh
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    if target.exists():
+        target.rename(old)
+    fresh.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def build(out, per_font=6, per_stroke=30):
     """Write both sets under `out`, and preprocessing.png: how images.py reads a few of the tuning set's
     pictures, one for each kind of trouble in SHOWN. Returns {set: number of pictures}."""
@@ -192,8 +225,16 @@ def build(out, per_font=6, per_stroke=30):
             raise data.DataError(f"no handwriting font of the {split} set is installed; on Debian or Ubuntu: "
                                  f"sudo apt-get install {' '.join(sorted(FONTS[split]))}")
     for split, fonts in fonts_of.items():
-        target = Path(out) / split
-        shutil.rmtree(target, ignore_errors=True)
+        counts[split] = write_set(Path(out) / split, split, fonts, per_font, per_stroke, shown)
+    plot.plot_preprocessing([(effect, images.digit_stages(shown[effect])) for effect in SHOWN if effect in shown],
+                            Path(out) / "preprocessing.png")
+    return counts
+
+
+def write_set(out, split, fonts, per_font, per_stroke, shown):
+    """Write one photographed set into the folder `out`, keeping in `shown` a picture of each kind of trouble
+    not yet shown (from the tuning set). Returns the number of pictures."""
+    with replacing(out) as target:
         pictures = []
         for digit in range(10):
             for path in fonts:
@@ -213,10 +254,7 @@ def build(out, per_font=6, per_stroke=30):
                     picture.convert("RGB").save(f, format="JPEG", quality=quality)
                 else:
                     picture.save(f, format="PNG")
-        counts[split] = len(pictures)
-    plot.plot_preprocessing([(effect, images.digit_stages(shown[effect])) for effect in SHOWN if effect in shown],
-                            Path(out) / "preprocessing.png")
-    return counts
+    return len(pictures)
 
 
 def write_uci(out):
@@ -225,13 +263,12 @@ def write_uci(out):
     digits = load_digits()
     counts = {}
     for split, first in (("uci-tune", 0), ("uci-heldout", 1)):
-        target = Path(out) / split
-        shutil.rmtree(target, ignore_errors=True)
         numbers = range(first, len(digits.images), 2)
-        for i in numbers:
-            pixels = np.round(255 - digits.images[i] * (255 / 16)).astype(np.uint8)
-            with data.atomic_write(target / str(digits.target[i]) / f"uci-{i:04d}.png") as f:
-                Image.fromarray(pixels).save(f, format="PNG")
+        with replacing(Path(out) / split) as target:
+            for i in numbers:
+                pixels = np.round(255 - digits.images[i] * (255 / 16)).astype(np.uint8)
+                with data.atomic_write(target / str(digits.target[i]) / f"uci-{i:04d}.png") as f:
+                    Image.fromarray(pixels).save(f, format="PNG")
         counts[split] = len(numbers)
     return counts
 
@@ -245,6 +282,11 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         cli.writable_folder(args.out, "--out")
+        for split in SETS:  # checked before anything is written: a set is replaced whole
+            found = not_ours(Path(args.out) / split)
+            if found:
+                raise cli.RunError(f"{Path(args.out) / split} holds files make_external.py did not write "
+                                   f"({', '.join(path.name for path in found[:3])}); move them, or pass another --out")
         # The UCI digits first: they need no fonts, so a machine without them still gets real handwriting.
         report(args.out, write_uci(args.out))
         report(args.out, build(args.out, args.per_font, args.per_stroke))

@@ -204,6 +204,33 @@ def test_without_fonts_the_uci_sets_are_still_written(monkeypatch, tmp_path, cap
     assert len(list((tmp_path / "uci-tune").rglob("*.png"))) == 899 and not (tmp_path / "tune").exists()
 
 
+def test_files_make_external_did_not_write_are_never_removed(tmp_path):
+    (tmp_path / "uci-tune").mkdir()
+    (tmp_path / "uci-tune" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"uci-tune holds files make_external.py did not write \(notes.txt\)"):
+        make_external.main(["--out", str(tmp_path)])
+    assert (tmp_path / "uci-tune" / "notes.txt").read_text() == "mine"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["uci-tune"]  # nothing written, nothing removed
+
+
+def test_an_interrupted_set_leaves_the_one_before_whole(monkeypatch, tmp_path):
+    make_external.write_uci(tmp_path)
+    before = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*"))
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 100:
+            raise KeyboardInterrupt
+        return image_from_array(*args, **kwargs)
+
+    image_from_array = Image.fromarray
+    monkeypatch.setattr(make_external.Image, "fromarray", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_external.write_uci(tmp_path)
+    assert sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*")) == before  # no half set, no leftovers
+
+
 def test_the_sets_are_imagefolders_split_by_font_and_repeatable(external, tmp_path):
     tune = {path.name for path in (external / "tune" / "3").iterdir()}
     heldout = {path.name for path in (external / "heldout" / "3").iterdir()}
