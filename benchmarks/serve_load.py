@@ -100,6 +100,8 @@ def main():
     p.add_argument("--clients", type=cli.positive(int), default=8, help="concurrent connections (default: 8)")
     p.add_argument("--requests", type=cli.positive(int), default=400, help="measured requests in all (default: 400)")
     args = p.parse_args()
+    if args.requests < 2:
+        p.error(f"--requests must be at least 2 (the latency percentiles need two), got {args.requests}")
     path = cli.checkpoint_path(args)
     if not path.is_file():
         sys.exit(f"error: no checkpoint at {path}; train one with `python train.py` or pass --checkpoint")
@@ -110,8 +112,10 @@ def main():
         run_client(load(host, port, bodies, args.clients, WARMUP_REQUESTS, lambda n: None))
         memory = {}
 
+        first = min(100, args.requests)
+
         def on_request(n):
-            if n == min(100, args.requests):
+            if n == first:
                 memory["first_100"] = resident_mb(process.pid)
 
         latencies, statuses, seconds = run_client(load(host, port, bodies, args.clients, args.requests,
@@ -129,7 +133,7 @@ def main():
             ("latency p50", f"{percentile(latencies, 50) * 1000:.1f} ms", ""),
             ("latency p99", f"{percentile(latencies, 99) * 1000:.1f} ms", "goal < 25 ms"),
             ("errors", f"{errors}", "goal 0"),
-            ("server memory", f"{memory['first_100']:.0f} MB after 100, {memory['end']:.0f} MB at the end",
+            ("server memory", f"{memory['first_100']:.0f} MB after {first}, {memory['end']:.0f} MB at the end",
              f"peak {memory['peak']:.0f} MB; goal: flat")]
     for name, value, note in rows:
         print(f"{name:<22}{value:<44}{note}")

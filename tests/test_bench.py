@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_script
+from conftest import one_line_error, run_script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -62,3 +62,6 @@ def test_serve_load_benchmark_runs_and_reports(reader_run):
     assert float(rows["requests per second"][0]) > 0
     assert rows["errors"][0] == "0"
     assert "MB after 100" in result.stdout
+    refused = run_script("benchmarks/serve_load.py", "--run-dir", reader_run, "--requests", 1)
+    assert one_line_error(refused) == ("error: --requests must be at least 2 (the latency percentiles need two), "
+                                       "got 1 (see serve_load.py --help)")
