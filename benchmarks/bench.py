@@ -92,30 +92,31 @@ def tutorial_images_per_second(data_dir, dataset, steps=150):
     from torchvision import transforms
 
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((dataset.mean,), (dataset.std,))])
-    dataset = getattr(torchvision.datasets, dataset.folder)(data_dir, train=True, download=False, transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=64, shuffle=True)
+    training_set = getattr(torchvision.datasets, dataset.folder)(data_dir, train=True, download=False,
+                                                                 transform=transform)
+    loader = torch.utils.data.DataLoader(training_set, batch_size=64, shuffle=True)
     model = CNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    images, started = 0, None
+    seen, started = 0, None
     for step, (x, y) in enumerate(loader):
         if step == 10:  # after warm-up
-            started, images = time.perf_counter(), 0
+            started, seen = time.perf_counter(), 0
         loss = F.cross_entropy(seed_forward(model, x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        images += len(y)
+        seen += len(y)
         if step == steps + 10:
             break
-    return images / (time.perf_counter() - started)
+    return seen / (time.perf_counter() - started)
 
 
-def our_training(data_dir, dataset, precision, images=12_800, repeats=3):
+def our_training(data_dir, dataset, precision, subset=12_800, repeats=3):
     """Images per second of train.py's own epoch function with its default options (augmentation on)."""
     runtime.keep_freed_memory_mapped()
     # The schedule must last every repeat.
-    args = train.parse_args(["--epochs", str(repeats + 1), "--subset", str(images), "--data-dir", str(data_dir),
+    args = train.parse_args(["--epochs", str(repeats + 1), "--subset", str(subset), "--data-dir", str(data_dir),
                              "--dataset", dataset.name])
     train_x, train_y, _, _ = train.load_data(args, torch.device("cpu"))
     model, optimizer, scheduler = train.build(args, len(train_x), torch.device("cpu"))
@@ -134,15 +135,15 @@ def our_training(data_dir, dataset, precision, images=12_800, repeats=3):
     every_effect = train.augmentation(train.parse_args([*EVERY_EFFECT, "--dataset", dataset.name]))
     shares = {name: (median_seconds(functools.partial(batching, augmentation), repeats) - plain) / seconds
               for name, augmentation in (("default", train.augmentation(args)), ("every effect", every_effect))}
-    return images / seconds, shares
+    return subset / seconds, shares
 
 
 def evaluation_seconds(data_dir, dataset, precision, repeats=3):
     runtime.keep_freed_memory_mapped()
-    images, _ = data.load_split(data_dir, train=False, fetch=False, dataset=dataset)
+    test_images, _ = data.load_split(data_dir, train=False, fetch=False, dataset=dataset)
     model = CNN().eval().to(memory_format=runtime.memory_format("cpu"))
-    runtime.predict_logits(model, images, 500, precision, dataset)
-    return median_seconds(lambda: runtime.predict_logits(model, images, 500, precision, dataset), repeats)
+    runtime.predict_logits(model, test_images, 500, precision, dataset)
+    return median_seconds(lambda: runtime.predict_logits(model, test_images, 500, precision, dataset), repeats)
 
 
 def preparation_ms(folder, repeats=3):
