@@ -410,6 +410,7 @@ def train(args, device, given):
         started = time.perf_counter()
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
                                                 args, epoch, precision, averaged)
+        training_seconds = time.perf_counter() - started
         logits = runtime.predict_logits(kept, val_x, precision=precision, dataset=data.DATASETS[args.dataset])
         val_loss, val_acc = loss_and_accuracy(logits, val_y)
         if not math.isfinite(val_loss):
@@ -429,7 +430,7 @@ def train(args, device, given):
         write_history(run_dir / "history.csv", history)
         print(f"epoch {epoch:2d}/{args.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
               f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {seconds:.1f}s  "
-              f"{len(train_x) / seconds:.0f} img/s", flush=True)
+              f"{len(train_x) / training_seconds:.0f} img/s", flush=True)  # the training's rate, not validation's
     return run_dir, history
 
 
