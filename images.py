@@ -77,6 +77,8 @@ def open_grey(source, max_pixels=None):
         raise ImageError(f"cannot read image: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001  (a damaged file makes Pillow raise many kinds: ValueError, SyntaxError, ...)
         raise ImageError(f"cannot read image: it is damaged ({type(e).__name__}: {e})") from None
+    if grey.ndim != 2 or grey.size == 0:
+        raise ImageError("cannot read image: it has no pixels")
     if not np.isfinite(grey).all():
         raise ImageError("cannot read image: some of its pixels are not numbers (NaN or infinite)")
     return grey, is_alpha_ink
@@ -132,11 +134,9 @@ def border_of(grey):
     return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
 
 
-def crop_to_ink(grey, is_alpha_ink, threshold=0.2):
+def crop_to_ink(grey, is_alpha_ink, threshold):
     """What differs from the background (light on dark, scaled to [0, 1]), cropped to where it passes
     `threshold`. The background is the median of the border; a light one means dark ink."""
-    if grey.ndim != 2 or grey.size == 0:
-        raise ImageError("cannot read image: it has no pixels")
     background = float(np.median(border_of(grey)))
     darkest, lightest = float(grey.min()), float(grey.max())
     dark_ink = not is_alpha_ink and background > (darkest + lightest) / 2
@@ -326,8 +326,6 @@ def digit_stages(source, max_pixels=None):
     """Every stage of turning a digit picture into MNIST's form, as arrays in [0, 1] (see image_to_mnist):
     picture (grey, at most WORKING_SIDE), ink (paper removed), digit (its mask), cropped, mnist (28x28)."""
     grey, is_alpha_ink = open_grey(source, max_pixels)
-    if grey.ndim != 2 or grey.size == 0:
-        raise ImageError("cannot read image: it has no pixels")
     picture = working_copy(grey)
     ink, drawn = paper_removed(picture, is_alpha_ink)
     mask = digit_mask(ink, drawn)
