@@ -394,7 +394,9 @@ def train(args, device, given):
         restore_training_state(checkpoint, run_dir, model, averaged, optimizer, scheduler, device)
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
         start_epoch = checkpoint["epoch"] + 1
-        if start_epoch > args.epochs or reached_target(history, args.target_acc):  # it fits, and nothing is left
+        # Asked only now that the state is restored, so that a last.pt this code cannot continue is refused,
+        # not called finished (the cost: the data is read, or fetched into a new --data-dir, first).
+        if start_epoch > args.epochs or reached_target(history, args.target_acc):
             raise Finished(f"nothing to resume: {run_dir} finished after epoch {checkpoint['epoch']} of "
                            f"{args.epochs}. {what_next(run_dir, history, args.data_dir)}")
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
