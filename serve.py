@@ -175,6 +175,7 @@ def create_app(path, device="cpu", precision="fp32", on_ready=None):
     async def unexpected_error(request, exc):
         return error_response(500, f"the server failed on this request ({type(exc).__name__})")
 
+    @app.head("/api/health", include_in_schema=False)  # as a monitor may ask
     @app.get("/api/health")
     async def health():
         """Whether the model is loaded, and which checkpoint answers."""
@@ -201,6 +202,12 @@ def create_app(path, device="cpu", precision="fp32", on_ready=None):
         # Else the page's folder, mounted at /, would answer a browser's GET with a bare 404.
         raise HTTPException(405, "send the image with POST, its bytes as the body, e.g. curl --data-binary "
                                  "@digit.png -H 'Content-Type: image/png' URL", headers={"Allow": "POST"})
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+                   include_in_schema=False)
+    async def no_such_endpoint(rest: str):
+        # Else the page's folder would answer, with a 405 for a POST to /api/predict/, say.
+        raise HTTPException(404, f"no such endpoint: /api/{rest}; there are POST /api/predict and GET /api/health")
 
     app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

@@ -132,7 +132,12 @@ def test_an_upload_over_the_limit_is_refused(client):
 
 
 def test_unknown_routes_and_methods_get_json_errors(client):
-    assert client.get("/api/nothing").json() == {"error": "Not Found"}
+    for method, path in [("GET", "/api/nothing"), ("POST", "/api/predict/"), ("DELETE", "/api/health/x")]:
+        response = client.request(method, path)
+        assert response.status_code == 404, (method, path)
+        assert response.json() == {"error": f"no such endpoint: {path}; there are POST /api/predict and GET "
+                                            "/api/health"}
+    assert client.head("/api/health").status_code == 200  # as a monitor may ask
     response = client.get("/api/predict")  # as a browser's address bar sends it
     assert response.status_code == 405 and response.headers["allow"] == "POST"
     assert "with POST" in response.json()["error"]
