@@ -35,6 +35,9 @@ def image_files(paths):
     subfolders'); a folder with none becomes a problem line."""
     files, problems = [], []
     for path in paths:  # as given, so that each line names a file the way the user did
+        if Path(path).exists() and not Path(path).is_file() and not Path(path).is_dir():
+            problems.append(f"{path}: error: not a file but a pipe or a device, which would be read for ever")
+            continue
         if not Path(path).is_dir():
             files.append(path)
             continue

@@ -553,6 +553,7 @@ def write_bad_images(folder):
         pixels = digit_array(64)
         pixels[0, 0] = value
         Image.fromarray(pixels).save(folder / name)
+    os.mkfifo(folder / "pipe.png")  # which nothing writes to: reading it would wait for ever
     # One pixel tall, ink in the middle: such a picture once sent images.py round a loop for ever.
     Image.fromarray(np.repeat(np.uint8([230, 20, 230]), 40)[None]).save(folder / "one-row.png")
     return sorted(folder.iterdir())
@@ -575,7 +576,7 @@ def test_predict_survives_bad_images_and_classifies_the_rest(trained_run, tmp_pa
     for path in paths + [good]:
         assert sum(line.startswith(f"{path}: ") for line in out + err) == 1, path
     for name in ["empty.png", "text.png", "one-pixel.png", "blank.png", "truncated.tiff", "palette.bmp", "nan.tiff",
-                 "inf.tiff"]:
+                 "inf.tiff", "pipe.png"]:
         assert any(line.startswith(f"{tmp_path / 'images' / name}: error: ") for line in err), name
     # the file system's reason, without its repeating the path the line starts with
     assert f"{tmp_path / 'missing.png'}: error: cannot read image: No such file or directory" in err
