@@ -3,6 +3,7 @@ loaded safely (`weights_only=True`, then checked); the trained model made from o
 temperature evaluate.py fits for it.
 """
 
+import csv
 import dataclasses
 import json
 import math
@@ -96,6 +97,33 @@ def dataset_of(checkpoint, asked=None):
         raise RunError(f"the checkpoint was trained on {name}, so it cannot be used on {asked}; drop --dataset "
                        f"or pass a checkpoint trained with --dataset {asked}")
     return data.DATASETS[name]
+
+
+HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+NEEDED_HISTORY = {"epoch", "val_acc", "val_loss", "seconds"}  # what every version of train.py wrote
+
+
+def write_history(path, history):
+    """history.csv: a row per epoch, as train.py keeps them."""
+    with data.atomic_write(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def read_history(path):
+    """history.csv's rows, values as floats; [] where there is none yet. RunError if it is damaged or from
+    another version of train.py."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not NEEDED_HISTORY <= set(reader.fieldnames or ()):
+                raise RunError(f"{path} is from another version of train.py")
+            return [{key: float(value) for key, value in row.items()} for row in reader]
+    except FileNotFoundError:
+        return []
+    except (ValueError, TypeError):
+        raise RunError(f"{path} is damaged") from None
 
 
 # A run folder: train.py's files, then evaluate.py's beside the best.pt it evaluated (results_dir), with

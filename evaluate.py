@@ -288,11 +288,11 @@ def plot_results(metrics, shown, labels, predictions, confidences, classes, out_
 
 def read_history(run_dir, checkpoint):
     """The run's per-epoch history: history.csv beside the checkpoint (complete), else the checkpoint's."""
-    path = Path(run_dir) / "history.csv"
-    if path.is_file():
-        with open(path, newline="") as f:
-            return list(csv.DictReader(f))
-    return checkpoint.get("history", [])
+    try:
+        history = checkpoints.read_history(Path(run_dir) / "history.csv")
+    except cli.RunError:
+        history = []
+    return history or checkpoint.get("history", [])
 
 
 def write_report(path, title, about, metrics, plots, sections="", plots_note=""):

@@ -11,7 +11,6 @@ and groups runs that differ only in --seed into one row (mean ± standard deviat
 """
 
 import collections
-import csv
 import dataclasses
 import json
 import statistics
@@ -256,7 +255,6 @@ def plot_preprocessing(examples, path):
 # config.json keys that say where, how or with what a run was made, not what it is.
 NOT_THE_RECIPE = cli.RUNTIME_OPTIONS | {"device_used", "torch", "torchvision", "python", "command", "precision",
                                         "precision_reason"}
-NEEDED_COLUMNS = {"epoch", "val_acc", "val_loss", "seconds"}
 
 
 @dataclasses.dataclass
@@ -299,16 +297,7 @@ def read_run(folder):
         raise cli.RunError(f"{folder}: config.json cannot be read (half-written?)") from None
     if not isinstance(config, dict) or not {"epochs", "seed"} <= set(config):
         raise cli.RunError(f"{folder}: config.json is from another version of train.py")
-    try:
-        with open(folder / "history.csv", newline="") as f:
-            reader = csv.DictReader(f)
-            if not NEEDED_COLUMNS <= set(reader.fieldnames or ()):
-                raise cli.RunError(f"{folder}: history.csv is from another version of train.py")
-            history = [{key: float(value) for key, value in row.items()} for row in reader]
-    except FileNotFoundError:
-        history = []
-    except (ValueError, TypeError):
-        raise cli.RunError(f"{folder}: history.csv is damaged") from None
+    history = checkpoints.read_history(folder / "history.csv")
     if not history:
         raise cli.RunError(f"{folder}: no completed epoch (stopped before its first one ended?)")
     best = int(checkpoints.best_epoch(history)["epoch"])

@@ -11,7 +11,6 @@ the training set; the test set is left to evaluate.py.
 """
 
 import contextlib
-import csv
 import dataclasses
 import importlib.metadata
 import math
@@ -38,7 +37,6 @@ import data
 import runtime
 from model import CNN
 
-HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 AUGMENTATION_OPTIONS = ("degrees", "scale", "shift", "elastic", "shear", "thickness", "blur", "noise")
 
 
@@ -166,13 +164,6 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, pr
 
 # ---------------------------------------------------------------------------------------------
 # The run directory
-
-
-def write_history(path, history):
-    with data.atomic_write(path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def run_config(args, device):
@@ -429,7 +420,7 @@ def train(args, device, given):
         if averaged is not None:
             checkpoint["trained"] = model.state_dict()  # the weights the optimizer works on, to resume
         save_checkpoints(run_dir, checkpoint, is_best=val_acc >= best_val_acc)
-        write_history(run_dir / "history.csv", history)
+        checkpoints.write_history(run_dir / "history.csv", history)
         print(f"epoch {epoch:2d}/{args.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
               f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {seconds:.1f}s  "
               f"{len(train_x) / training_seconds:.0f} img/s", flush=True)  # the training's rate, not validation's

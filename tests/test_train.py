@@ -14,6 +14,7 @@ from conftest import ROOT, TINY_RUN, one_line_error, run_script, run_until, same
 from PIL import Image
 
 import checkpoints
+import cli
 import data
 import runtime
 import train
@@ -120,7 +121,8 @@ def test_run_directory_holds_everything(trained_run):
     with open(run_dir / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert list(rows[0]) == train.HISTORY_FIELDS
+    assert list(rows[0]) == checkpoints.HISTORY_FIELDS
+    assert checkpoints.read_history(run_dir / "history.csv")[1]["epoch"] == 2.0
     assert all(0 <= float(r["val_acc"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
     assert float(rows[-1]["lr"]) < float(rows[0]["lr"]) / 5  # one cycle, annealed toward nothing at the end
     config = json.loads((run_dir / "config.json").read_text())
@@ -296,6 +298,17 @@ def test_weight_decay_shrinks_the_weights_and_zero_is_plain_adam():
     decayed = weights_after_a_step("--weight-decay", "0.5")
     assert torch.equal(plain, before)
     assert decayed.abs().sum() < before.abs().sum()
+
+
+def test_history_csv_that_is_missing_damaged_or_foreign_is_told_apart(tmp_path):
+    path = tmp_path / "history.csv"
+    assert checkpoints.read_history(path) == []
+    path.write_text("epoch,val_acc,val_loss,seconds\n1,0.98,not a number,3.5\n")
+    with pytest.raises(cli.RunError, match="history.csv is damaged"):
+        checkpoints.read_history(path)
+    path.write_text("epoch,accuracy\n1,0.98\n")
+    with pytest.raises(cli.RunError, match="history.csv is from another version of train.py"):
+        checkpoints.read_history(path)
 
 
 def test_best_epoch_is_the_later_of_a_tie_as_best_pt_keeps_it():
