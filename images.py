@@ -330,6 +330,9 @@ def digit_stages(source, max_pixels=None):
     ink, drawn = paper_removed(picture, is_alpha_ink)
     mask = digit_mask(ink, drawn)
     crop = bounding_box(mask)
+    if drawn and max(ink[crop].shape) < 2 * stroke_width(mask[crop].astype(np.float32)):
+        # A drawn digit is many strokes wide (strokes.py's: 9 to 10); a tap leaves a dot about 1.3.
+        raise ImageError("no digit found: only a dot; draw the whole digit")
     # Keep the digit's own soft edges, nothing from elsewhere (a drawing has nothing else), and stretch
     # its ink to [0, 1].
     cropped = ink[crop]

@@ -168,6 +168,18 @@ def test_blank_or_flat_pictures_say_no_digit():
             images.image_to_mnist(picture)
 
 
+def test_a_dot_on_a_drawing_is_no_digit():
+    for diameter in (10, 22, 40):  # a tap on the web page's pad leaves one about 15 pixels across
+        dot = Image.new("L", (200, 200), 255)
+        ImageDraw.Draw(dot).ellipse([100 - diameter / 2, 100 - diameter / 2, 100 + diameter / 2,
+                                     100 + diameter / 2], fill=0)
+        with pytest.raises(images.ImageError, match="no digit found: only a dot"):
+            images.image_to_mnist(dot)
+    short_one = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(short_one).line([(100, 75), (100, 125)], fill=0, width=15)  # a 1, a quarter of the pad tall
+    assert ink_of(images.image_to_mnist(short_one)).max() > 0.9
+
+
 # --- the external sets -------------------------------------------------------------------------
 
 

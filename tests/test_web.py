@@ -194,6 +194,16 @@ def test_clear_right_after_a_drop_leaves_the_pad_blank(page):
     expect(page.get_by_label("Predicted digit")).to_have_text("?")  # the answer about the photo was dropped
 
 
+def test_a_tap_is_said_to_be_no_digit(page):
+    pad = page.get_by_label("Drawing pad").bounding_box()
+    page.mouse.click(pad["x"] + pad["width"] / 2, pad["y"] + pad["height"] / 2)
+    expect(page.get_by_role("alert")).to_have_text("no digit found: only a dot; draw the whole digit")
+    expect(page.get_by_label("Predicted digit")).to_have_text("?")
+    draw(page, 2)  # and the next drawing is read, the error gone
+    assert reading(page) == "2"
+    expect(page.get_by_role("alert")).to_be_hidden()
+
+
 def test_a_server_that_is_gone_is_said_to_be(page):
     page.route("**/api/predict", lambda route: route.abort())
     draw(page, 4)

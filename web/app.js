@@ -170,10 +170,14 @@ async function send(blob) {
                                                   headers: {"Content-Type": blob.type || "image/png"}})
       .catch(() => { throw new Error("The server is not answering: is serve.py still running?"); });
     const answer = await response.json().catch(() => ({}));  // a proxy's error page, say
-    if (!response.ok) throw new Error(answer.error || `the server answered ${response.status}`);
+    if (!response.ok) {
+      throw Object.assign(new Error(answer.error || `the server answered ${response.status}`),
+                          {status: response.status});
+    }
     if (mine === generation) show(answer);
   } catch (error) {
-    if (mine === generation) showError(error.message);
+    // "No digit found" is no news while a stroke is still being drawn: a digit begins as a dot.
+    if (mine === generation && !(drawing && error.status === 422)) showError(error.message);
   } finally {
     inFlight = false;
     const next = pending;
