@@ -437,12 +437,17 @@ def evaluate_folder(args, trained, results):
 
 
 def evaluate(args):
+    """Evaluate the checkpoint on the test set, or on --images; returns the metrics."""
     trained = checkpoints.open_trained(cli.checkpoint_path(args), args.device, args.precision, args.dataset)
     out_dir = checkpoints.results_dir(trained.path)
     cli.writable_folder(out_dir, "the checkpoint's folder",
                         "evaluate.py writes its results beside the checkpoint: copy it to a folder you can write to")
-    if args.images:
-        return evaluate_folder(args, trained, out_dir)
+    return (evaluate_folder if args.images else evaluate_test_set)(args, trained, out_dir)
+
+
+def evaluate_test_set(args, trained, out_dir):
+    """Evaluate on the test set: fit the temperature on the run's validation split, then write metrics,
+    predictions, report and every plot to `out_dir`."""
     path, checkpoint, model, dataset = trained.path, trained.checkpoint, trained.model, trained.dataset
     device, precision = trained.device, trained.precision
     test_images, labels = data.load_split(args.data_dir, train=False, dataset=dataset)
