@@ -257,6 +257,19 @@ def restore_args(args, checkpoint, run_dir, given):
         setattr(args, key, value)
 
 
+def checkpoint_to_resume(args, run_dir, given):
+    """With --resume, the run's last.pt, `args` set to the run's own settings; else None."""
+    if not args.resume:
+        return None
+    if not (run_dir / "last.pt").exists():
+        why = "no epoch had completed" if (run_dir / "config.json").exists() else "it holds no run"
+        raise cli.RunError(f"nothing to resume: {run_dir} has no last.pt ({why}); "
+                           f"start it with: python train.py --run-dir {run_dir}")
+    checkpoint = checkpoints.load(run_dir / "last.pt")
+    restore_args(args, checkpoint, run_dir, given)
+    return checkpoint
+
+
 def load_data(args, device):
     (train_x, train_y), (val_x, val_y) = data.training_splits(args.data_dir, args.val_size, args.subset,
                                                               data.DATASETS[args.dataset])
@@ -363,14 +376,7 @@ def train(args, device, given):
     """Train the run `args` describe (`given`: the options the command line set) into its run directory."""
     runtime.flush_denormals()  # first, while torch has no worker threads yet: they copy it when they start
     run_dir = prepare_run_dir(args)
-    checkpoint = None
-    if args.resume:
-        if not (run_dir / "last.pt").exists():
-            why = "no epoch had completed" if (run_dir / "config.json").exists() else "it holds no run"
-            raise cli.RunError(f"nothing to resume: {run_dir} has no last.pt ({why}); "
-                               f"start it with: python train.py --run-dir {run_dir}")
-        checkpoint = checkpoints.load(run_dir / "last.pt")
-        restore_args(args, checkpoint, run_dir, given)
+    checkpoint = checkpoint_to_resume(args, run_dir, given)
     if device.type == "cpu":
         runtime.keep_freed_memory_mapped()
     precision, why = runtime.pick_precision(args.precision, device)
