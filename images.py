@@ -205,13 +205,8 @@ def paper_removed(grey, is_alpha_ink):
 
     On an even background (a scan, a canvas) the paper is the border's median, and the ink is dark
     when the paper is nearer the picture's light end than its dark end. On uneven light, a shadow or a
-    textured page the paper is estimated around every pixel (ink_against_paper), first over a third of
-    the picture, wider than the boldest stroke; then, once the digit's stroke width is known from that
-    first look, over 1.5 stroke widths, which follows the grain of the paper closely enough that it
-    is not taken for ink (and again, while the width found narrows the window). Which ink it is comes
-    from a median over a small copy of the picture, in windows so wide (two fifths of it) that even a
-    bold digit is a minority in each: the departures from the median are mostly the ink's, and the
-    sign that departs more (beyond noise) is its polarity.
+    textured page the paper is estimated around every pixel (ink_on_uneven_paper), and which way the
+    ink runs comes from ink_runs_dark.
     """
     if is_alpha_ink:
         return grey, True
@@ -222,25 +217,38 @@ def paper_removed(grey, is_alpha_ink):
         blocks = grey if drawn else block_means(grey)  # a drawing has no noisy pixels to average away
         dark_ink = paper > (blocks.min() + blocks.max()) / 2
         return (paper - grey if dark_ink else grey - paper), drawn
+    return ink_on_uneven_paper(grey, ink_runs_dark(grey)), False
+
+
+def ink_runs_dark(grey):
+    """Whether the ink of a picture on uneven paper is darker than the paper: from a median over a small
+    copy of the picture, in windows so wide (two fifths of it) that even a bold digit is a minority in
+    each. The departures from the median are mostly the ink's, and the sign that departs more (beyond
+    noise) is its polarity."""
     small = grey
     while max(small.shape) > 80 and min(small.shape) >= 2:  # a picture one pixel thin cannot shrink
         small = block_means(small)
     window = max(3, round(max(small.shape) / 2.5) | 1)
     # A median of rows, then of columns: as good a paper level here as the square window's, 15x quicker.
     departures = small - ndimage.median_filter(ndimage.median_filter(small, (1, window)), (window, 1))
-    dark_ink = np.clip(-departures - 0.05, 0, None).sum() > np.clip(departures - 0.05, 0, None).sum()
+    return bool(np.clip(-departures - 0.05, 0, None).sum() > np.clip(departures - 0.05, 0, None).sum())
+
+
+def ink_on_uneven_paper(grey, dark_ink):
+    """Ink against the paper around every pixel (ink_against_paper): first over a third of the picture,
+    wider than the boldest stroke; then, once the digit's stroke width is known from that first look,
+    over STROKE_WINDOW stroke widths, which follows a textured or unevenly lit page closely enough that
+    its grain is not taken for ink. Grain a wider look took for ink makes the strokes seem wider than
+    they are, so it looks again while the window narrows."""
     paper_window = max(grey.shape) / 3
     ink = ink_against_paper(grey, dark_ink, paper_window)
-    # Then looks with a window a few of the digit's strokes wide: it follows a textured or unevenly lit
-    # page far closer than one wide enough for the boldest strokes. Grain of the paper that a wider look
-    # took for ink makes the strokes seem wider than they are, so look again while the window shrinks.
     for _ in range(MAX_STROKE_LOOKS):
         width = STROKE_WINDOW * stroke_width(digit_mask(ink).astype(np.float32))
         if not 0 < width < paper_window or odd_window(width) == odd_window(paper_window):
             break  # no narrower window: the same look again would find the same ink
         paper_window = width
         ink = ink_against_paper(grey, dark_ink, paper_window)
-    return ink, False
+    return ink
 
 
 def odd_window(width):
