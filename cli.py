@@ -3,6 +3,7 @@
 import argparse
 import math
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -96,6 +97,19 @@ def fraction(text):
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def seed(text):
+    """An argparse type: a random seed, 0 to 2**63 - 1 (what torch and numpy both take)."""
+    value = _parse(int, text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**63 - 1, got {text}")
+    return value
+
+
+def quoted(path):
+    """`path` as a shell command line needs it: a folder with spaces in its name is one word."""
+    return shlex.quote(str(path))
 
 
 def port(text):

@@ -3,6 +3,7 @@
 import csv
 import json
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -162,6 +163,42 @@ def test_existing_run_is_not_overwritten_without_asking(trained_run, real_mnist_
     assert (run_dir / "last.pt").stat().st_mtime_ns == before
 
 
+def test_a_run_whose_last_pt_was_deleted_is_still_not_overwritten(trained_run, real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    (run_dir / "last.pt").unlink()  # to save space, say; best.pt and the evaluation stay
+    before = (run_dir / "best.pt").read_bytes()
+    line = one_line_error(run_script("train.py", "--data-dir", real_mnist_dir, "--run-dir", run_dir))
+    assert "already holds a run" in line and (run_dir / "best.pt").read_bytes() == before
+    line = one_line_error(run_script("train.py", "--resume", "--data-dir", real_mnist_dir, "--run-dir", run_dir))
+    assert "holds a run whose last.pt is gone" in line and "--overwrite" in line
+
+
+def test_seeds_outside_what_torch_and_numpy_take_are_refused_in_one_line(tmp_path):
+    for seed in ("-1", str(2**64)):
+        line = one_line_error(run_script("train.py", "--seed", seed, "--run-dir", tmp_path / "run"))
+        assert f"--seed: must be from 0 to 2**63 - 1, got {seed}" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_accuracy_is_exact_so_a_target_is_reached_when_hit():
+    labels = torch.arange(500) % 10
+    logits = F.one_hot(labels, 10).float()
+    logits[:20] = F.one_hot((labels[:20] + 1) % 10, 10).float()  # 480 of 500 right
+    _, accuracy = train.loss_and_accuracy(logits, labels)
+    assert accuracy == 0.96 and train.reached_target([{"val_acc": accuracy}], 0.96)
+
+
+def test_commands_printed_for_a_folder_with_spaces_can_be_pasted(tmp_path):
+    run_dir = tmp_path / "my runs" / "a"
+    history = [{"epoch": 1, "val_acc": 0.9}]
+    assert train.what_next(run_dir, history, "my data").endswith(
+        f"Next: python evaluate.py --run-dir '{run_dir}' --data-dir 'my data'")
+    (run_dir).mkdir(parents=True)
+    (run_dir / "last.pt").write_bytes(b"")
+    assert train.how_to_resume(run_dir).endswith(f"python train.py --run-dir '{run_dir}' --resume")
+
+
 def test_resume_refuses_options_that_would_change_the_run(trained_run, real_mnist_dir):
     run_dir, _ = trained_run
     before = {name: (run_dir / name).stat().st_mtime_ns for name in ("last.pt", "config.json")}
@@ -184,6 +221,17 @@ def test_resuming_a_finished_run_changes_nothing(trained_run, real_mnist_dir):
     assert "training on" not in result.stdout and "epoch  " not in result.stdout
     assert "Best validation accuracy" in result.stdout and "Next: python evaluate.py" in result.stdout
     assert {name: (run_dir / name).stat().st_mtime_ns for name in kept} == before
+
+
+def test_resuming_a_finished_run_whose_history_csv_missed_its_last_epoch_mends_it(trained_run, real_mnist_dir,
+                                                                                 tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    (run_dir / "history.csv").write_text("\n".join(lines[:2]) + "\n")  # killed after last.pt, before this file
+    result = run_script("train.py", "--resume", "--data-dir", real_mnist_dir, "--run-dir", run_dir)
+    assert result.returncode == 0 and "nothing to resume" in result.stdout, result.stderr
+    assert [row["epoch"] for row in checkpoints.read_history(run_dir / "history.csv")] == [1.0, 2.0]
 
 
 def test_resuming_a_folder_that_holds_no_run_says_so_and_makes_none(real_mnist_dir, tmp_path):
