@@ -212,13 +212,17 @@ def verify_raw_file(path, expected_md5):
     """None if `path` holds the exact file, made from its `.gz` twin where it is missing or wrong and the
     twin verifies; else what is wrong. A file or twin that fails is removed, to be fetched again."""
     gz_path = path.with_name(f"{path.name}.gz")
-    if path.exists() and not path.is_file():
-        return f"{path} is not a file; move it out of the way"
+    if path.exists() and not path.is_file():  # no source can write the file there
+        raise DataError(f"{path} is not a file; move it out of the way")
     removed = None
     if path.is_file():
         if file_hash(path) == expected_md5:
             return None
-        os.remove(path)
+        try:
+            os.remove(path)
+        except OSError as e:
+            raise DataError(f"{path} has the wrong md5 (truncated or corrupt), and cannot be removed to fetch it "
+                            f"again ({e.strerror}); replace it by hand, or pass another --data-dir") from None
         removed = f"{path.name} has the wrong md5 (truncated or corrupt); removed it"
     if not gz_path.is_file():
         return removed or f"{path.name} is missing"

@@ -74,15 +74,40 @@ def test_gz_that_is_not_gzip_is_removed_and_replaced(tiny_mnist):
     assert data.file_hash(raw / "t10k-labels-idx1-ubyte") == checksums["t10k-labels-idx1-ubyte"]
 
 
-def test_each_bad_file_is_one_problem_and_a_folder_in_its_place_is_one(tiny_mnist):
+def test_each_bad_file_is_one_problem(tiny_mnist):
     data_dir, checksums = tiny_mnist
     raw = data.raw_dir(data_dir)
     (raw / "train-labels-idx1-ubyte").write_bytes(b"cut short")
     (raw / "t10k-labels-idx1-ubyte").unlink()
-    (raw / "t10k-labels-idx1-ubyte").mkdir()
     assert data.verify_raw_files(raw, checksums) == [
         "train-labels-idx1-ubyte has the wrong md5 (truncated or corrupt); removed it",
-        f"{raw / 't10k-labels-idx1-ubyte'} is not a file; move it out of the way"]
+        "t10k-labels-idx1-ubyte is missing"]
+
+
+def test_a_folder_where_a_file_should_be_stops_before_any_fetch(tiny_mnist):
+    data_dir, checksums = tiny_mnist
+    raw = data.raw_dir(data_dir)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte").mkdir()
+
+    def fetched(raw):
+        raise AssertionError("fetched, though no file could be written there")
+
+    with pytest.raises(data.DataError, match="t10k-labels-idx1-ubyte is not a file; move it out of the way"):
+        data.ensure_dataset(data_dir, sources=[("mirror", fetched)], checksums=checksums)
+
+
+def test_a_bad_file_that_cannot_be_removed_is_one_line(tiny_mnist, monkeypatch):
+    data_dir, checksums = tiny_mnist
+    raw = data.raw_dir(data_dir)
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"cut short")
+
+    def read_only(path):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(data.os, "remove", read_only)
+    with pytest.raises(data.DataError, match=r"cannot be removed to fetch it again \(Read-only file system\)"):
+        data.ensure_dataset(data_dir, sources=[], checksums=checksums)
 
 
 def test_a_bad_file_whose_gz_twin_is_good_is_remade_from_it(tiny_mnist):
