@@ -287,12 +287,18 @@ def plot_results(metrics, shown, labels, predictions, confidences, classes, out_
 
 
 def read_history(run_dir, checkpoint):
-    """The run's per-epoch history: history.csv beside the checkpoint (complete), else the checkpoint's."""
+    """The run's per-epoch history: history.csv beside the checkpoint (complete) where it is this checkpoint's
+    run's, else the checkpoint's own (up to its epoch)."""
+    own = checkpoint.get("history", [])
     try:
         history = checkpoints.read_history(Path(run_dir) / "history.csv")
     except cli.RunError:
-        history = []
-    return history or checkpoint.get("history", [])
+        return own
+
+    def epochs(rows):
+        return [(int(row["epoch"]), round(float(row["val_acc"]), 6)) for row in rows]
+
+    return history if epochs(history[:len(own)]) == epochs(own) else own
 
 
 def write_report(path, title, about, metrics, plots, sections="", plots_note=""):

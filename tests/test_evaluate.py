@@ -421,3 +421,17 @@ def test_the_second_grad_cam_column_is_of_the_true_class(monkeypatch, tmp_path):
     worst, _ = plot.most_confident_mistakes(labels, predictions, confidences, 8)
     assert asked == [predictions[worst].tolist(), labels[worst].tolist()]
     assert (tmp_path / "grad_cam.png").is_file()
+
+
+def test_the_curves_are_of_the_checkpoints_own_run(tmp_path):
+    own = [{"epoch": 1, "val_acc": 0.95}, {"epoch": 2, "val_acc": 0.97}]
+    checkpoint = {"history": own}
+    rows = [{**row, "train_loss": 0.1, "train_acc": 0.9, "val_loss": 0.1, "lr": 1e-3, "seconds": 5} for row in own]
+    checkpoints.write_history(tmp_path / "history.csv", rows + [{**rows[1], "epoch": 3}])
+    assert len(evaluate.read_history(tmp_path, checkpoint)) == 3  # the whole run, of which best.pt is epoch 2
+    # A checkpoint of another run, copied into this folder: its own history, not the folder's.
+    other = {"history": [{"epoch": 1, "val_acc": 0.91}, {"epoch": 2, "val_acc": 0.93}]}
+    assert evaluate.read_history(tmp_path, other) == other["history"]
+    (tmp_path / "history.csv").write_text("epoch,val_acc\n1,0.9\n")  # from another version: the checkpoint's
+    assert evaluate.read_history(tmp_path, checkpoint) == own
+
