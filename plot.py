@@ -441,6 +441,9 @@ def main(argv=None):
     p.add_argument("--out", default="runs/comparison",
                    help="where curves.png and comparison.md go (default: runs/comparison)")
     args = p.parse_args(argv)
+    if (Path(args.out) / "config.json").exists():
+        sys.exit(f"error: --out {args.out} is a run folder of train.py; the comparison goes to a folder of its own "
+                 "(default: runs/comparison)")
     runs, seen = [], {Path(args.out).resolve()}  # runs/* takes in the output folder itself
     for folder in args.runs:
         where = Path(folder).resolve()

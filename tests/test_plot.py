@@ -4,7 +4,7 @@ import csv
 import json
 
 import pytest
-from conftest import run_script
+from conftest import one_line_error, run_script
 from PIL import Image
 
 import plot
@@ -83,6 +83,12 @@ def test_the_script_writes_the_table_and_the_curves_and_skips_bad_folders(runs, 
     assert "99.40% ± 0.26" in written and written.strip() in result.stdout
     with Image.open(out / "curves.png") as image:
         assert image.width >= 1200 and image.height >= 900
+
+
+def test_a_run_folder_is_no_place_for_the_comparison(runs):
+    line = one_line_error(run_script("plot.py", *runs, "--out", runs[0]))
+    assert f"--out {runs[0]} is a run folder of train.py" in line
+    assert not (runs[0] / "comparison.md").exists()
 
 
 def test_a_run_given_twice_counts_once(runs, tmp_path):
