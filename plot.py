@@ -265,6 +265,13 @@ class Run:
     test_acc: float | None
     external: dict  # images folder (its path, or its name if evaluate.py did not record one) -> accuracy
 
+    @property
+    def finished(self):
+        """Whether the run went through its epochs, or stopped at its --target-acc: if not, it is no sample."""
+        target = self.recipe.get("target_acc")
+        return (len(self.history) >= self.recipe["epochs"]
+                or target is not None and self.history[-1]["val_acc"] >= target)
+
 
 def evaluated_accuracy(metrics, best_epoch):
     """The accuracy in evaluate.py's `metrics` (from checkpoints.read_results) if it is that of the run's best.pt
@@ -334,7 +341,8 @@ def mean_and_std(values):
 
 def run_row(run, keys, sets):
     return {"run": run.folder.name, "options": describe(run.recipe, keys) or "(the same)",
-            "epochs": len(run.history), "best val acc": f"{max(r['val_acc'] for r in run.history):.2%}",
+            "epochs": len(run.history) if run.finished else f"{len(run.history)} of {run.recipe['epochs']}",
+            "best val acc": f"{max(r['val_acc'] for r in run.history):.2%}",
             "training time": f"{sum(r['seconds'] for r in run.history):.0f} s",
             "test acc": "" if run.test_acc is None else f"{run.test_acc:.2%}",
             **{f"{name} acc": f"{run.external[folder]:.2%}" if folder in run.external else ""
@@ -342,11 +350,13 @@ def run_row(run, keys, sets):
 
 
 def seed_groups(runs):
-    """Runs that differ in nothing but --seed, as lists of two seeds or more, in the order first seen. A run
-    of a seed its group already has (the same run copied, or run again) is not a sample of its own: the
+    """Finished runs that differ in nothing but --seed, as lists of two seeds or more, in the order first seen.
+    A run of a seed its group already has (the same run copied, or run again) is not a sample of its own: the
     first of them stands for it."""
     groups = collections.defaultdict(dict)
     for run in runs:
+        if not run.finished:
+            continue
         recipe = json.dumps({k: v for k, v in run.recipe.items() if k != "seed"}, sort_keys=True)
         groups[recipe].setdefault(run.recipe["seed"], run)
     return [list(group.values()) for group in groups.values() if len(group) > 1]
@@ -396,6 +406,8 @@ def comparison_markdown(runs):
     if groups:
         again = "".join(f" {run.folder.name} repeats {earlier.folder.name} (the same recipe and seed), so it is "
                         "counted once." for run, earlier in repeats(runs))
+        again += "".join(f" {run.folder.name} stopped after {len(run.history)} of its {run.recipe['epochs']} "
+                         "epochs, so it is in no group." for run in runs if not run.finished)
         text += ("\n## Runs that differ only in the seed\n\nMean ± sample standard deviation, in percent."
                  f"{again}\n\n" + markdown_table([group_row(group, keys, sets) for group in groups]) + "\n")
     return text

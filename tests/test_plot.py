@@ -85,6 +85,17 @@ def test_the_script_writes_the_table_and_the_curves_and_skips_bad_folders(runs, 
         assert image.width >= 1200 and image.height >= 900
 
 
+def test_a_run_stopped_early_is_said_to_be_and_is_no_seed_sample(runs, tmp_path):
+    stopped = write_run(tmp_path / "a3", 3, [0.90], test_acc=0.97)  # Ctrl-C after epoch 1 of 3, then evaluated
+    reached = write_run(tmp_path / "a4", 4, [0.97, 0.993], test_acc=0.994, target_acc=0.993)  # stopped on target
+    text = plot.comparison_markdown([plot.read_run(run) for run in [*runs, stopped, reached]])
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[5] == "| a3 | lr=0.003, seed=3, target_acc=None | 1 of 3 | 90.00% | 10 s | 97.00% |"
+    assert rows[6].startswith("| a4 | lr=0.003, seed=4, target_acc=0.993 | 2 |")
+    assert "a3 stopped after 1 of its 3 epochs, so it is in no group." in text
+    assert rows[-1].startswith("| 3 seeds (0, 1, 2) |")  # a4's recipe differs (its target), a3 is left out
+
+
 def test_a_run_folder_is_no_place_for_the_comparison(runs):
     line = one_line_error(run_script("plot.py", *runs, "--out", runs[0]))
     assert f"--out {runs[0]} is a run folder of train.py" in line
