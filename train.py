@@ -256,8 +256,8 @@ def restore_args(args, checkpoint, run_dir, given):
                if key in given and getattr(args, key) != value]
     if changed:
         raise cli.RunError(f"--resume continues {run_dir} with its own settings, and the options given would "
-                           f"change them (as config.json names them: {', '.join(changed)}); drop those "
-                           "options, or start a new run with another --run-dir")
+                           f"change them (the run's -> the options', by config.json's names: "
+                           f"{', '.join(changed)}); drop those options, or start a new run with another --run-dir")
     for key, value in saved.items():
         setattr(args, key, value)
 
@@ -468,7 +468,8 @@ def main(argv=None):
     except FloatingPointError as e:
         kept = ("best.pt and last.pt hold the last good epoch" if (Path(args.run_dir) / "last.pt").exists() else
                 "no epoch had completed, so nothing was saved")
-        sys.exit(f"error: {e}; stopped without saving it. {kept}. Try a lower --lr (now {args.lr}).")
+        decay = f" or --weight-decay (now {args.weight_decay})" if args.weight_decay else ""
+        sys.exit(f"error: {e}; stopped without saving it. {kept}. Try a lower --lr (now {args.lr}){decay}.")
     except Finished as e:
         print(e)
         return
