@@ -88,6 +88,11 @@ def best_epoch(history):
     return max(reversed(history), key=lambda row: row["val_acc"])
 
 
+def reached_target(history, target_acc):
+    """Whether the last epoch's validation accuracy reached --target-acc, if one was set (where train.py stops)."""
+    return bool(history) and target_acc is not None and history[-1]["val_acc"] >= target_acc
+
+
 def dataset_of(checkpoint, asked=None):
     """The data.Dataset the checkpoint was trained on; RunError if `asked` (a --dataset) names another."""
     name = checkpoint["config"].get("dataset", data.MNIST.name)  # before --dataset, every run was MNIST

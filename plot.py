@@ -268,9 +268,8 @@ class Run:
     @property
     def finished(self):
         """Whether the run went through its epochs, or stopped at its --target-acc: if not, it is no sample."""
-        target = self.recipe.get("target_acc")
         return (len(self.history) >= self.recipe["epochs"]
-                or target is not None and self.history[-1]["val_acc"] >= target)
+                or checkpoints.reached_target(self.history, self.recipe.get("target_acc")))
 
 
 def evaluated_accuracy(metrics, best_epoch):

@@ -347,11 +347,6 @@ def what_next(run_dir, history, data_dir, plotted=True):
             f"{'and plots ' if plotted else ''}in {run_dir}. Next: {command}{stale}")
 
 
-def reached_target(history, target_acc):
-    """Whether the last epoch's validation accuracy reached --target-acc, if one was set."""
-    return bool(history) and target_acc is not None and history[-1]["val_acc"] >= target_acc
-
-
 def restore_training_state(checkpoint, run_dir, model, averaged, optimizer, scheduler, device):
     """Put last.pt's weights, their moving average, the optimizer, the schedule and the random state back,
     so that the run goes on as if it had never stopped; RunError if they do not fit this run."""
@@ -413,7 +408,7 @@ def train(args, device, given):
         start_epoch = checkpoint["epoch"] + 1
         # Asked only now that the state is restored, so that a last.pt this code cannot continue is refused,
         # not called finished (the cost: the data is read, or fetched into a new --data-dir, first).
-        if start_epoch > args.epochs or reached_target(history, args.target_acc):
+        if start_epoch > args.epochs or checkpoints.reached_target(history, args.target_acc):
             mend_history(run_dir / "history.csv", history)
             raise Finished(f"nothing to resume: {run_dir} finished after epoch {checkpoint['epoch']} of "
                            f"{args.epochs}. {what_next(run_dir, history, args.data_dir)}")
@@ -423,7 +418,7 @@ def train(args, device, given):
           f"{args.epochs} epoch{'s' if args.epochs > 1 else ''} of batch {args.batch_size}")
 
     for epoch in range(start_epoch, args.epochs + 1):
-        if reached_target(history, args.target_acc):
+        if checkpoints.reached_target(history, args.target_acc):
             print(f"validation accuracy {history[-1]['val_acc']:.4f} reached --target-acc {args.target_acc}: "
                   f"stopping after epoch {history[-1]['epoch']} of {args.epochs}")
             break

@@ -186,7 +186,7 @@ def test_accuracy_is_exact_so_a_target_is_reached_when_hit():
     logits = F.one_hot(labels, 10).float()
     logits[:20] = F.one_hot((labels[:20] + 1) % 10, 10).float()  # 480 of 500 right
     _, accuracy = train.loss_and_accuracy(logits, labels)
-    assert accuracy == 0.96 and train.reached_target([{"val_acc": accuracy}], 0.96)
+    assert accuracy == 0.96 and checkpoints.reached_target([{"val_acc": accuracy}], 0.96)
 
 
 def test_commands_printed_for_a_folder_with_spaces_can_be_pasted(tmp_path):
