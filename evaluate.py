@@ -325,7 +325,7 @@ def logits_and_features(model, images, batch_size, precision, dataset):
     features = []
     hook = model.L4.register_forward_hook(lambda module, inputs, output: features.append(F.relu(output).float()))
     try:
-        logits = runtime.predict_logits(model, images, batch_size, precision, dataset)
+        logits = runtime.logits_of(model, images, precision, batch_size, dataset)
     finally:
         hook.remove()
     return logits.cpu(), torch.cat(features).cpu()
@@ -336,8 +336,7 @@ def fit_on_validation(model, checkpoint, data_dir, batch_size, precision, datase
     config = checkpoint["config"]
     # The test split was just loaded, which verified all four files: no need to check them again.
     _, (val_x, val_y) = data.training_splits(data_dir, config["val_size"], config.get("subset"), dataset, fetch=False)
-    device = next(model.parameters()).device
-    logits = runtime.predict_logits(model, val_x.to(device), batch_size, precision, dataset).cpu()
+    logits = runtime.logits_of(model, val_x, precision, batch_size, dataset)
     temperature = fit_temperature(logits, val_y)
     if temperature is None:
         return None, (f"every one of the run's {len(val_y)} validation images is read right, so no temperature "

@@ -163,30 +163,23 @@ def release_freed_memory():
 
 
 @torch.inference_mode()
-def logits_of(model, x, precision="fp32", batch_size=500):
-    """Logits [N, 10] (float32, on the CPU) for normalized inputs [N, 1, 28, 28] on any device, `batch_size`
-    at a time: the first convolution's output alone is 100 KB an image."""
+def logits_of(model, x, precision="fp32", batch_size=500, dataset=None):
+    """Logits [N, 10] (float32, on x's device), in eval mode, for normalized inputs x [N, 1, 28, 28] or, given
+    their `dataset`, its uint8 images [N, 28, 28]; the model may sit on another device. `batch_size` at a
+    time, each normalized as it goes: the first convolution's output alone is 100 KB an image."""
+    model.eval()
     device = next(model.parameters()).device
     outputs = []
     for batch in x.split(batch_size):
+        if dataset is not None:
+            batch = data.normalize(batch, dataset)
+        batch = batch.to(device).contiguous(memory_format=memory_format(device))
         with autocast(device, precision):
-            outputs.append(model(batch.to(device).contiguous(memory_format=memory_format(device))).float().cpu())
+            outputs.append(model(batch).float().to(x.device))
     return torch.cat(outputs)
 
 
 def probabilities(model, x, precision="fp32", temperature=1.0):
-    """Softmax probabilities [N, 10] of logits / temperature, on the CPU, for normalized inputs
-    [N, 1, 28, 28] on any device."""
+    """Softmax probabilities [N, 10] of logits / temperature, on x's device, for normalized inputs x
+    [N, 1, 28, 28]."""
     return (logits_of(model, x, precision) / temperature).softmax(1)
-
-
-@torch.inference_mode()
-def predict_logits(model, images, batch_size=250, precision="fp32", dataset=data.MNIST):
-    """Logits [N, 10] (float32) for uint8 images [N, 28, 28] of `dataset`, computed in order, in eval mode."""
-    model.eval()
-    layout = memory_format(images.device)
-    outputs = []
-    for x, _ in data.batches(images, images.new_zeros(len(images)), batch_size, dataset=dataset):
-        with autocast(images.device, precision):
-            outputs.append(model(x.contiguous(memory_format=layout)).float())
-    return torch.cat(outputs)

@@ -426,7 +426,7 @@ def train(args, device, given):
         train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
                                                 args, epoch, precision, averaged)
         training_seconds = time.perf_counter() - started
-        logits = runtime.predict_logits(kept, val_x, precision=precision, dataset=data.DATASETS[args.dataset])
+        logits = runtime.logits_of(kept, val_x, precision, dataset=data.DATASETS[args.dataset])
         val_loss, val_acc = loss_and_accuracy(logits, val_y)
         if not math.isfinite(val_loss):
             raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}")

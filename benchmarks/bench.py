@@ -142,8 +142,8 @@ def evaluation_seconds(data_dir, dataset, precision, repeats=3):
     runtime.keep_freed_memory_mapped()
     test_images, _ = data.load_split(data_dir, train=False, fetch=False, dataset=dataset)
     model = CNN().eval().to(memory_format=runtime.memory_format("cpu"))
-    runtime.predict_logits(model, test_images, 500, precision, dataset)
-    return median_seconds(lambda: runtime.predict_logits(model, test_images, 500, precision, dataset), repeats)
+    runtime.logits_of(model, test_images, precision, 500, dataset)
+    return median_seconds(lambda: runtime.logits_of(model, test_images, precision, 500, dataset), repeats)
 
 
 def preparation_ms(folder, repeats=3):

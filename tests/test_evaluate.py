@@ -162,7 +162,7 @@ def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, real_mn
     checkpoint = checkpoints.load(run_dir / "best.pt")
     _, (val_x, val_y) = data.training_splits(real_mnist_dir, 500, 256, fetch=False)
     precision, _ = runtime.pick_precision("auto", "cpu")
-    val_logits = runtime.predict_logits(checkpoints.load_model(checkpoint), val_x, 500, precision)
+    val_logits = runtime.logits_of(checkpoints.load_model(checkpoint), val_x, precision, dataset=data.MNIST)
     assert kept["temperature"] == pytest.approx(evaluate.fit_temperature(val_logits, val_y), rel=1e-4)
     # predict.py prints softmax(logits / T) for the same checkpoint.
     (tmp_path / "seven.png").write_bytes(png_of(strokes.render(7)))

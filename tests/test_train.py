@@ -150,7 +150,7 @@ def test_checkpoints_load_safely_and_hold_the_whole_state(trained_run):
     model = checkpoints.load_model(best)
     _, val = data.split_train_val(*data.load_split(last["config"]["data_dir"], fetch=False), 500, seed=0)
     # In the precision the run validated in (bf16 where `auto` picks it): fp32 may read an image otherwise.
-    logits = runtime.predict_logits(model, val[0][:256], precision=last["config"]["precision_used"])
+    logits = runtime.logits_of(model, val[0][:256], last["config"]["precision_used"], dataset=data.MNIST)
     _, accuracy = train.loss_and_accuracy(logits, val[1][:256])
     assert accuracy == pytest.approx(best["history"][best["epoch"] - 1]["val_acc"], abs=1e-6)
 
@@ -403,7 +403,7 @@ def test_bf16_inference_stays_close_to_fp32_and_returns_fp32():
     torch.manual_seed(0)
     model = CNN().eval()
     images = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8)
-    fp32 = runtime.predict_logits(model, images, precision="fp32")
-    bf16 = runtime.predict_logits(model, images, precision="bf16")
+    fp32 = runtime.logits_of(model, images, "fp32", dataset=data.MNIST)
+    bf16 = runtime.logits_of(model, images, "bf16", dataset=data.MNIST)
     assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # autocast really ran in bf16
     assert torch.allclose(fp32, bf16, atol=0.05 * fp32.abs().max().item())
