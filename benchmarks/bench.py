@@ -180,6 +180,74 @@ def timed_training_and_evaluation(data_dir, *options):
     return train_seconds, peak_mb, accuracy, evaluate_seconds
 
 
+def measure(data_dir, dataset, quick):
+    """Every figure of the benchmark, as results.json keeps them."""
+    precision, why = runtime.pick_precision("auto", "cpu")
+    results = {"machine": f"{runtime.cpu_name()}, {torch.get_num_threads()} threads", "dataset": dataset.name,
+               "torch": str(torch.__version__), "precision": precision, "precision_reason": why}
+    flops = forward_flops_per_image(CNN())
+    gflops = {name: matmul_gflops(DTYPES[name]) for name in native_precisions()}
+    # Backward costs about twice the forward.
+    floor_epoch = {name: 3 * flops * EPOCH_IMAGES / (rate * 1e9) for name, rate in gflops.items()}
+    floor_eval = flops * TEST_IMAGES / (gflops[precision] * 1e9)
+    repeats = 1 if quick else 3
+    tutorial = tutorial_images_per_second(data_dir, dataset, steps=50 * repeats)
+    ours, augment_shares = our_training(data_dir, dataset, precision, repeats=repeats)
+    eval_seconds = evaluation_seconds(data_dir, dataset, precision, repeats=repeats)
+    external = Path(data_dir) / "external"
+    preparation = {name: preparation_ms(external / name, repeats) for name in ("heldout", "uci-heldout")
+                   if dataset is data.MNIST}  # the external sets are digits
+    results.update({
+        "matmul_gflops": gflops, "train_mflop_per_image": 3 * flops / 1e6, "floor_epoch_seconds": floor_epoch,
+        "train_images_per_second": ours, "epoch_seconds": EPOCH_IMAGES / ours,
+        "train_fraction_of_floor": floor_epoch[precision] / (EPOCH_IMAGES / ours),
+        "augment_share_of_step": augment_shares,
+        "tutorial_images_per_second": tutorial, "speedup_over_tutorial": ours / tutorial,
+        "eval_seconds": eval_seconds, "floor_eval_seconds": floor_eval, "eval_over_floor": eval_seconds / floor_eval,
+        "preparation_ms_per_picture": preparation,
+    })
+    if not quick:
+        seconds, peak_mb, accuracy, evaluate_seconds = timed_training_and_evaluation(
+            data_dir, "--epochs", 2, "--dataset", dataset.name)
+        results.update({"fast_recipe": "--epochs 2", "fast_recipe_seconds": seconds,
+                        "fast_recipe_test_acc": accuracy, "train_peak_rss_mb": peak_mb,
+                        "evaluate_py_seconds": evaluate_seconds})
+    return results
+
+
+def report(results, external):
+    """The screen's (what, value, note) rows, from the results alone; `external`: where the photos were."""
+    precision, ours, shares = results["precision"], results["train_images_per_second"], results["augment_share_of_step"]
+    rows = [(f"{name} matmul (2048²)", f"{rate:.0f} GFLOP/s",
+             f"floor: an epoch of 55k in {results['floor_epoch_seconds'][name]:.1f} s"
+             + (" (in use)" if name == precision else ""))
+            for name, rate in results["matmul_gflops"].items()]
+    rows += [
+        ("training step", f"{results['train_mflop_per_image']:.1f} MFLOP per image",
+         f"{precision}: {results['precision_reason']}"),
+        ("our training", f"{ours:.0f} img/s = {results['epoch_seconds']:.1f} s/epoch",
+         f"{results['train_fraction_of_floor']:.0%} of the {precision} floor's rate "
+         "(target on AVX2-only CPUs: >= 70%)"),
+        ("  augmentation", f"{shares['default']:.1%} of a step", "target < 15%"),
+        ("  ... every effect on", f"{shares['every effect']:.1%} of a step", " ".join(EVERY_EFFECT)),
+        ("tutorial baseline", f"{results['tutorial_images_per_second']:.0f} img/s",
+         f"ours is {results['speedup_over_tutorial']:.1f}x faster (target >= 3x)"),
+        ("model on 10k test", f"{results['eval_seconds']:.2f} s",
+         f"{results['eval_over_floor']:.1f}x its floor of {results['floor_eval_seconds']:.2f} s (target <= 2x)"),
+    ]
+    rows += [(f"preparing {name}", f"{ms:.1f} ms a picture" if ms else "-",
+              f"images.py on {external / name}" + ("" if ms else " (python make_external.py writes it)"))
+             for name, ms in results["preparation_ms_per_picture"].items()]
+    if "fast_recipe_seconds" in results:
+        goal = " (target: 99% in < 45 s)" if results["dataset"] == data.MNIST.name else ""
+        rows += [("train.py --epochs 2", f"{results['fast_recipe_seconds']:.0f} s",
+                  f"reached {results['fast_recipe_test_acc']:.2%} on the test set{goal}"),
+                 ("peak memory, training", f"{results['train_peak_rss_mb']:.0f} MB", "target < 1 GB"),
+                 ("evaluate.py, all of it", f"{results['evaluate_py_seconds']:.1f} s",
+                  "metrics, calibration and every figure (target < 15 s)")]
+    return rows
+
+
 def main():
     p = cli.Parser(__doc__)
     cli.add_dataset_option(p, default="mnist")
@@ -198,63 +266,10 @@ def main():
     except (cli.RunError, data.DataError) as e:
         sys.exit(f"error: {e}")
 
-    precision, why = runtime.pick_precision("auto", "cpu")
-    results = {"machine": f"{runtime.cpu_name()}, {torch.get_num_threads()} threads", "dataset": dataset.name,
-               "torch": str(torch.__version__), "precision": precision, "precision_reason": why}
-    flops = forward_flops_per_image(CNN())
-    gflops = {name: matmul_gflops(DTYPES[name]) for name in native_precisions()}
-    # Backward costs about twice the forward.
-    floor_epoch = {name: 3 * flops * EPOCH_IMAGES / (rate * 1e9) for name, rate in gflops.items()}
-    floor_eval = flops * TEST_IMAGES / (gflops[precision] * 1e9)
-    repeats = 1 if args.quick else 3
-    tutorial = tutorial_images_per_second(args.data_dir, dataset, steps=50 * repeats)
-    ours, augment_shares = our_training(args.data_dir, dataset, precision, repeats=repeats)
-    eval_seconds = evaluation_seconds(args.data_dir, dataset, precision, repeats=repeats)
-    external = Path(args.data_dir) / "external"
-    preparation = {name: preparation_ms(external / name, repeats) for name in ("heldout", "uci-heldout")
-                   if dataset is data.MNIST}  # the external sets are digits
-    fraction = floor_epoch[precision] / (EPOCH_IMAGES / ours)
-    results.update({
-        "matmul_gflops": gflops, "train_mflop_per_image": 3 * flops / 1e6, "floor_epoch_seconds": floor_epoch,
-        "train_images_per_second": ours, "epoch_seconds": EPOCH_IMAGES / ours,
-        "train_fraction_of_floor": fraction, "augment_share_of_step": augment_shares,
-        "tutorial_images_per_second": tutorial, "speedup_over_tutorial": ours / tutorial,
-        "eval_seconds": eval_seconds, "floor_eval_seconds": floor_eval, "eval_over_floor": eval_seconds / floor_eval,
-        "preparation_ms_per_picture": preparation,
-    })
-    if not args.quick:
-        seconds, peak_mb, accuracy, evaluate_seconds = timed_training_and_evaluation(
-            args.data_dir, "--epochs", 2, "--dataset", dataset.name)
-        results.update({"fast_recipe": "--epochs 2", "fast_recipe_seconds": seconds,
-                        "fast_recipe_test_acc": accuracy, "train_peak_rss_mb": peak_mb,
-                        "evaluate_py_seconds": evaluate_seconds})
-
-    rows = [(f"{name} matmul (2048²)", f"{rate:.0f} GFLOP/s",
-             f"floor: an epoch of 55k in {floor_epoch[name]:.1f} s" + (" (in use)" if name == precision else ""))
-            for name, rate in gflops.items()]
-    rows += [
-        ("training step", f"{3 * flops / 1e6:.1f} MFLOP per image", f"{precision}: {why}"),
-        ("our training", f"{ours:.0f} img/s = {EPOCH_IMAGES / ours:.1f} s/epoch",
-         f"{fraction:.0%} of the {precision} floor's rate (target on AVX2-only CPUs: >= 70%)"),
-        ("  augmentation", f"{augment_shares['default']:.1%} of a step", "target < 15%"),
-        ("  ... every effect on", f"{augment_shares['every effect']:.1%} of a step", " ".join(EVERY_EFFECT)),
-        ("tutorial baseline", f"{tutorial:.0f} img/s", f"ours is {ours / tutorial:.1f}x faster (target >= 3x)"),
-        ("model on 10k test", f"{eval_seconds:.2f} s", f"{eval_seconds / floor_eval:.1f}x its floor of "
-                                                       f"{floor_eval:.2f} s (target <= 2x)"),
-    ]
-    rows += [(f"preparing {name}", f"{ms:.1f} ms a picture" if ms else "-",
-              f"images.py on {external / name}" + ("" if ms else " (python make_external.py writes it)"))
-             for name, ms in preparation.items()]
-    if not args.quick:
-        goal = " (target: 99% in < 45 s)" if dataset is data.MNIST else ""
-        rows += [("train.py --epochs 2", f"{results['fast_recipe_seconds']:.0f} s",
-                  f"reached {results['fast_recipe_test_acc']:.2%} on the test set{goal}"),
-                 ("peak memory, training", f"{results['train_peak_rss_mb']:.0f} MB", "target < 1 GB"),
-                 ("evaluate.py, all of it", f"{results['evaluate_py_seconds']:.1f} s",
-                  "metrics, calibration and every figure (target < 15 s)")]
+    results = measure(args.data_dir, dataset, args.quick)
     print(f"\n{results['machine']}, torch {results['torch']}, {dataset.name}; ratios carry over between machines, "
           "seconds do not\n")
-    for name, value, note in rows:
+    for name, value, note in report(results, Path(args.data_dir) / "external"):
         print(f"{name:<24}{value:<34}{note}")
     data.write_json(args.out, results)
     print(f"\nwrote {args.out}")

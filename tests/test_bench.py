@@ -43,6 +43,31 @@ def test_quick_benchmark_runs_and_writes_its_results(real_mnist_dir, tmp_path):
     assert sorted(results["preparation_ms_per_picture"]) == ["heldout", "uci-heldout"]
 
 
+def test_the_report_is_made_from_the_results_alone(tmp_path):
+    results = {"machine": "a CPU, 2 threads", "dataset": "mnist", "torch": "2", "precision": "bf16",
+               "precision_reason": "auto: native bf16", "matmul_gflops": {"fp32": 200.0, "bf16": 400.0},
+               "train_mflop_per_image": 42.45, "floor_epoch_seconds": {"fp32": 11.7, "bf16": 5.8},
+               "train_images_per_second": 4000.0, "epoch_seconds": 13.75, "train_fraction_of_floor": 0.42,
+               "augment_share_of_step": {"default": 0.047, "every effect": 0.187},
+               "tutorial_images_per_second": 1600.0, "speedup_over_tutorial": 2.5, "eval_seconds": 0.6,
+               "floor_eval_seconds": 0.35, "eval_over_floor": 1.7,
+               "preparation_ms_per_picture": {"heldout": 8.5, "uci-heldout": None}}
+    rows = {name: (value, note) for name, value, note in bench.report(results, tmp_path)}
+    assert rows["bf16 matmul (2048²)"] == ("400 GFLOP/s", "floor: an epoch of 55k in 5.8 s (in use)")
+    assert rows["fp32 matmul (2048²)"][1] == "floor: an epoch of 55k in 11.7 s"
+    assert rows["our training"] == ("4000 img/s = 13.8 s/epoch",
+                                    "42% of the bf16 floor's rate (target on AVX2-only CPUs: >= 70%)")
+    assert rows["tutorial baseline"][1] == "ours is 2.5x faster (target >= 3x)"
+    assert rows["preparing uci-heldout"] == ("-", f"images.py on {tmp_path / 'uci-heldout'} "
+                                                  "(python make_external.py writes it)")
+    assert "train.py --epochs 2" not in rows  # a --quick run has no full runs to show
+    results.update({"fast_recipe_seconds": 34.2, "fast_recipe_test_acc": 0.9936, "train_peak_rss_mb": 884.4,
+                    "evaluate_py_seconds": 13.04})
+    rows = {name: (value, note) for name, value, note in bench.report(results, tmp_path)}
+    assert rows["train.py --epochs 2"] == ("34 s", "reached 99.36% on the test set (target: 99% in < 45 s)")
+    assert rows["peak memory, training"][0] == "884 MB" and rows["evaluate.py, all of it"][0] == "13.0 s"
+
+
 def test_no_floor_is_measured_for_an_emulated_precision(avx512_cpu_without_bf16):
     assert bench.native_precisions() == ["fp32"]
 
