@@ -20,6 +20,7 @@ folder holding files this script does not write is refused, so that nothing of y
 
 import contextlib
 import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -187,13 +188,19 @@ SHOWN = ["shadow", "uneven light", "low contrast", "small in a large picture", "
 SETS = ("uci-tune", "uci-heldout", "tune", "heldout")
 
 
+# The names write_uci and write_set give their pictures: a picture named otherwise is somebody else's.
+OUR_NAMES = {"uci-tune": r"uci-\d{4}\.png", "uci-heldout": r"uci-\d{4}\.png",
+             "tune": r"(font-.+|pen)-\d+\.(png|jpg)", "heldout": r"(font-.+|pen)-\d+\.(png|jpg)"}
+
+
 def not_ours(target):
     """What the folder of a set holds that make_external.py does not write (its files are kept)."""
-    if not Path(target).is_dir():
+    target = Path(target)
+    if not target.is_dir():
         return []
-    found = [path for path in Path(target).iterdir() if not (path.is_dir() and path.name in map(str, range(10)))]
-    return found + [path for folder in Path(target).iterdir() if folder not in found
-                    for path in folder.iterdir() if not images.is_picture_file(path)]
+    found = [path for path in target.iterdir() if not (path.is_dir() and path.name in map(str, range(10)))]
+    return found + [path for folder in target.iterdir() if folder not in found
+                    for path in folder.iterdir() if not re.fullmatch(OUR_NAMES[target.name], path.name)]
 
 
 @contextlib.contextmanager

@@ -65,6 +65,20 @@ def test_light_ink_on_a_dark_shaded_board_is_read_as_ink():
     assert similarity(images.image_to_mnist(board), images.image_to_mnist(on_paper(5))) > 0.9
 
 
+def mottled_seven(blotches=0.06, share=0.3, seed=0):
+    """A faint thin dark 7 on mottled paper (bright blotches of 8 px over `share` of it), lit unevenly."""
+    mottle = (np.random.default_rng(seed).random((25, 25)) < share) * blotches
+    paper = (0.7 + np.kron(mottle, np.ones((8, 8)))) * np.linspace(1.0, 0.8, 200)[None, :]
+    drawn = Image.new("L", (200, 200), 0)
+    ImageDraw.Draw(drawn).line([(70, 50), (130, 50), (95, 150)], fill=255, width=3)
+    return Image.fromarray((paper * (1 - 0.35 * np.asarray(drawn) / 255) * 255).astype(np.uint8))
+
+
+def test_bright_blotches_of_mottled_paper_are_not_taken_for_light_ink():
+    # The paper's many small bright departures outnumber a faint digit's few dark ones.
+    assert similarity(images.image_to_mnist(mottled_seven()), images.image_to_mnist(mottled_seven(0))) > 0.95
+
+
 def scanned(picture, seed=0):
     """The picture with a scanner's faint noise: no pixel of the paper is exactly like the others."""
     noise = np.random.default_rng(seed).normal(0, 3, (picture.height, picture.width))
@@ -216,13 +230,22 @@ def test_without_fonts_the_uci_sets_are_still_written(monkeypatch, tmp_path, cap
     assert len(list((tmp_path / "uci-tune").rglob("*.png"))) == 899 and not (tmp_path / "tune").exists()
 
 
-def test_files_make_external_did_not_write_are_never_removed(tmp_path):
-    (tmp_path / "uci-tune").mkdir()
-    (tmp_path / "uci-tune" / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match=r"uci-tune holds files make_external.py did not write \(notes.txt\)"):
+@pytest.mark.parametrize("mine", ["uci-tune/notes.txt", "uci-tune/3/notes.txt", "uci-tune/3/my-photo.png",
+                                  "heldout/7/scan-from-my-class.jpg"])
+def test_files_make_external_did_not_write_are_never_removed(tmp_path, mine):
+    make_external.write_uci(tmp_path)  # a set written before, to which a file of the user's was added
+    (tmp_path / mine).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / mine).write_text("mine")
+    with pytest.raises(SystemExit, match=rf"holds files make_external.py did not write \({mine.rsplit('/', 1)[1]}\)"):
         make_external.main(["--out", str(tmp_path)])
-    assert (tmp_path / "uci-tune" / "notes.txt").read_text() == "mine"
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["uci-tune"]  # nothing written, nothing removed
+    assert (tmp_path / mine).read_text() == "mine"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted({"uci-tune", "uci-heldout", mine.split("/")[0]})
+
+
+def test_a_set_written_again_takes_the_old_ones_place(tmp_path):
+    make_external.write_uci(tmp_path)
+    make_external.write_uci(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["uci-heldout", "uci-tune"]  # no old copy hidden
 
 
 def test_an_interrupted_set_leaves_the_one_before_whole(monkeypatch, tmp_path):
