@@ -5,6 +5,7 @@ temperature evaluate.py fits for it.
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import pickle
@@ -16,7 +17,7 @@ import torch
 
 import data
 import runtime
-from cli import RunError
+from cli import RunError, quoted
 from model import CNN
 
 FORMAT = "mnist-cnn-checkpoint-v1"
@@ -32,8 +33,11 @@ def load(path):
     """Load one of our checkpoints safely (weights_only) or raise RunError saying what is wrong."""
     path = Path(path)
     if not path.exists():
-        raise RunError(f"no checkpoint at {path}; train one with `python train.py --run-dir {path.parent}` or pass "
-                       "--checkpoint")
+        if path.name in ("best.pt", "last.pt"):  # a run's: the run is not there (yet)
+            raise RunError(f"no checkpoint at {path}; train one with `python train.py --run-dir "
+                           f"{quoted(path.parent)}` or pass --checkpoint")
+        raise RunError(f"no checkpoint at {path}; pass the path of a .pt file train.py wrote (a run's best.pt or "
+                       "last.pt)")
     if not path.is_file():
         raise RunError(f"{path} is not a file; pass the path of a .pt checkpoint")
     problem = not_an_archive(path)
@@ -165,6 +169,24 @@ def read_results(path):
     return metrics if isinstance(metrics, dict) else {}
 
 
+def weights_digest(checkpoint):
+    """A fingerprint of the checkpoint's weights. evaluate.py's results and temperature carry the one of the
+    weights they are of: a name and an epoch can be another run's (a folder trained again, a copied file)."""
+    digest = hashlib.sha256()
+    for name, tensor in checkpoint["model"].items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def digest_of(path):
+    """weights_digest of the checkpoint at `path`; None if there is none that loads."""
+    try:
+        return weights_digest(load(path))
+    except RunError:
+        return None
+
+
 def evaluated_epoch(metrics):
     """The epoch of the best.pt whose results `metrics` (from read_results) are; None if they are none, or
     those of another checkpoint."""
@@ -204,14 +226,15 @@ def temperature_path(path):
 def save_temperature(path, checkpoint, temperature, fitted_on):
     """Keep the softmax temperature evaluate.py fitted for the checkpoint at `path`, beside it."""
     data.write_json(temperature_path(path), {"checkpoint": Path(path).name, "epoch": int(checkpoint["epoch"]),
-                                             "temperature": temperature, "fitted_on": fitted_on})
+                                             "weights": weights_digest(checkpoint), "temperature": temperature,
+                                             "fitted_on": fitted_on})
 
 
 def load_temperature(path, checkpoint):
-    """The temperature fitted for this very checkpoint (same file name and epoch), or None."""
+    """The temperature fitted for this very checkpoint (same file name and weights), or None."""
     try:
         saved = json.loads(temperature_path(path).read_text())
-        if saved["checkpoint"] == Path(path).name and saved["epoch"] == checkpoint["epoch"]:
+        if saved["checkpoint"] == Path(path).name and saved["weights"] == weights_digest(checkpoint):
             temperature = float(saved["temperature"])
             return temperature if math.isfinite(temperature) and temperature > 0 else None
     except (OSError, ValueError, KeyError, TypeError):

@@ -421,13 +421,13 @@ def evaluate_folder(args, trained, results):
                                               "the run's validation split" if temperature else None, dataset.classes)
     name = folder.name
     metrics.update(dataset=f"{name} (external, {args.images})", folder=str(folder), checkpoint=str(path),
-                   epoch=int(checkpoint["epoch"]), images=len(labels), unreadable=problems)
+                   epoch=int(checkpoint["epoch"]), weights=checkpoints.weights_digest(checkpoint),
+                   device=str(trained.device), precision=trained.precision, images=len(labels), unreadable=problems)
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} images of {args.images}"
           + (f"; {len(problems)} could not be read, left out:" if problems else ""))
     print("".join(f"  {problem}\n" for problem in problems))
     print(format_report(metrics))
 
-    data.write_json(out_dir / "metrics.json", metrics)
     write_predictions(out_dir / "predictions.csv", "path", paths, labels.numpy(), predictions, confidences,
                       dataset.classes)
     shown = (data.denormalize(inputs[:, 0], dataset).clamp(0, 1) * 255).round().byte().numpy()
@@ -437,6 +437,7 @@ def evaluate_folder(args, trained, results):
                  f"Checkpoint `{path}` (epoch {metrics['epoch']}) on `{args.images}`, each image prepared as "
                  f"predict.py prepares it (the mistakes show the 28x28 input the network read).",
                  metrics, plots, sections=unreadable_section(problems))
+    data.write_json(out_dir / "metrics.json", metrics)  # last: plot.py takes it for a whole evaluation
     print(f"\nwrote metrics.json, predictions.csv, report.md and {len(plots)} plots to {out_dir}")
     return metrics
 
@@ -465,13 +466,13 @@ def evaluate_test_set(args, trained, out_dir):
     temperature, fitted_on = fit_on_validation(model, checkpoint, args.data_dir, args.batch_size, precision, dataset)
     metrics, predictions, confidences = score(logits, labels, temperature, fitted_on, dataset.classes)
     metrics.update(dataset=dataset.folder, checkpoint=str(path), epoch=int(checkpoint["epoch"]),
+                   weights=checkpoints.weights_digest(checkpoint), device=str(device), precision=precision,
                    test_images=len(labels), model_seconds=round(seconds, 3))
     print(f"{path} (epoch {metrics['epoch']}) on {len(labels)} test images, "
           f"{seconds:.2f}s of model time on {device} in {precision}\n")
     print(format_report(metrics))
 
     checkpoints.save_temperature(path, checkpoint, temperature, fitted_on)
-    data.write_json(out_dir / "metrics.json", metrics)
     labels = labels.numpy()
     write_predictions(out_dir / "predictions.csv", "index", range(len(labels)), labels, predictions, confidences,
                       dataset.classes)
@@ -481,8 +482,10 @@ def evaluate_test_set(args, trained, out_dir):
                           f"test set, {len(labels)} images")
     plots += explain(model, test_images, labels, predictions, confidences, features.numpy(), dataset, out_dir)
     write_report(out_dir / "report.md", f"{dataset.folder} test-set report",
-                 f"Checkpoint `{path}` (epoch {metrics['epoch']}), evaluated on the {len(labels)} test images.",
+                 f"Checkpoint `{path}` (epoch {metrics['epoch']}), evaluated on the {len(labels)} test images "
+                 f"on {device} in {precision}.",
                  metrics, plots, plots_note=GRAD_CAM_AND_FEATURES)
+    data.write_json(out_dir / "metrics.json", metrics)  # last: plot.py takes it for a whole evaluation
     print(f"\nwrote metrics.json, predictions.csv, temperature.json, report.md and {len(plots)} plots to {out_dir}")
     return metrics
 

@@ -6,8 +6,9 @@ and, run as a script, the comparison of training runs.
 
 train.py draws each run's curves; evaluate.py redraws them with the test accuracy marked and adds the
 confusion matrix, per-class precision and recall, the worst mistakes, the reliability diagram and what
-the network learned. The comparison labels each run by the options in which it differs from the others,
-and groups runs that differ only in --seed into one row (mean ± standard deviation).
+the network learned. The comparison's table names each run's options that differ from the others' (its
+curves name the run's folder), and groups runs that differ only in --seed into one row (mean ± standard
+deviation).
 """
 
 import collections
@@ -253,8 +254,8 @@ def plot_preprocessing(examples, path):
 # Comparing runs
 
 # config.json keys that say where, how or with what a run was made, not what it is.
-NOT_THE_RECIPE = cli.RUNTIME_OPTIONS | {"device_used", "torch", "torchvision", "python", "command", "precision",
-                                        "precision_reason"}
+NOT_THE_RECIPE = cli.RUNTIME_OPTIONS | {"device_used", "torch", "torchvision", "python", "code", "command",
+                                        "precision", "precision_reason"}
 
 
 @dataclasses.dataclass
@@ -272,11 +273,11 @@ class Run:
                 or checkpoints.reached_target(self.history, self.recipe.get("target_acc")))
 
 
-def evaluated_accuracy(metrics, best_epoch):
-    """The accuracy in evaluate.py's `metrics` (from checkpoints.read_results) if it is that of the run's best.pt
-    as it is now; None if there is none, or it is of last.pt, or of an earlier best.pt (evaluated while the run
-    went on)."""
-    if checkpoints.evaluated_epoch(metrics) != best_epoch:
+def evaluated_accuracy(metrics, best_weights):
+    """The accuracy in evaluate.py's `metrics` (from checkpoints.read_results) if it is that of the weights in
+    the run's best.pt now (`best_weights`, their checkpoints.weights_digest); None if there is none, or it is of
+    other weights: last.pt's, an earlier best.pt's (evaluated while the run went on), a run since replaced."""
+    if best_weights is None or metrics.get("weights") != best_weights:
         return None
     try:
         return float(metrics["accuracy"])
@@ -306,7 +307,7 @@ def read_run(folder):
     history = checkpoints.read_history(folder / "history.csv")
     if not history:
         raise cli.RunError(f"{folder}: no completed epoch (stopped before its first one ended?)")
-    best = int(checkpoints.best_epoch(history)["epoch"])
+    best = checkpoints.digest_of(folder / "best.pt")
     test_acc = evaluated_accuracy(checkpoints.read_results(folder / "metrics.json"), best)
     external = {}
     for name, path in checkpoints.external_results(folder).items():

@@ -82,8 +82,10 @@ def test_report_lists_every_digit_and_the_matrix():
 
 
 @pytest.fixture(scope="module")
-def evaluated_run(trained_run, real_mnist_dir):
-    run_dir, _ = trained_run
+def evaluated_run(trained_run, real_mnist_dir, tmp_path_factory):
+    # A copy: the shared run stays unevaluated (and uncalibrated) for the tests of other files, in any order.
+    run_dir = tmp_path_factory.mktemp("evaluated") / "run"
+    shutil.copytree(trained_run[0], run_dir)
     result = run_script("evaluate.py", "--run-dir", run_dir, "--data-dir", real_mnist_dir)
     assert result.returncode == 0, result.stderr
     return run_dir, result
@@ -103,6 +105,9 @@ def test_metrics_json_and_predictions_csv_agree(evaluated_run):
     assert metrics["checkpoint"] == str(run_dir / "best.pt") and metrics["epoch"] in (1, 2)
     assert [set(c) for c in metrics["per_class"]] == [{"class", "name", "precision", "recall", "f1", "support"}] * 10
     assert metrics["dataset"] == "MNIST"
+    # What the figures were computed on, and of which weights.
+    assert metrics["device"] == "cpu" and metrics["precision"] == runtime.pick_precision("auto", "cpu")[0]
+    assert metrics["weights"] == checkpoints.weights_digest(checkpoints.load(run_dir / "best.pt"))
     with open(run_dir / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["index", "label", "prediction", "confidence", "label_name", "prediction_name"]
@@ -317,15 +322,21 @@ def test_ece_nll_and_brier_match_hand_worked_values():
     assert bins["accuracy"][13] == 0.5 and bins["confidence"][9] == pytest.approx(0.62, abs=1e-6)
 
 
-def test_a_temperature_is_used_only_for_the_checkpoint_and_epoch_it_was_fitted_for(tmp_path):
+def test_a_temperature_is_used_only_for_the_checkpoint_and_weights_it_was_fitted_for(tmp_path):
     best = tmp_path / "best.pt"
-    checkpoints.save_temperature(best, {"epoch": 3}, 0.5, "a test")
-    assert checkpoints.load_temperature(best, {"epoch": 3}) == 0.5
-    assert checkpoints.load_temperature(best, {"epoch": 4}) is None  # best.pt has moved on since
-    (tmp_path / "temperature.json").write_text('{"checkpoint": "last.pt", "epoch": 3, "temperature": 0.5}')
-    assert checkpoints.load_temperature(best, {"epoch": 3}) is None  # another file's
-    (tmp_path / "temperature.json").write_text('{"checkpoint": "best.pt", "epoch": 3, "temperature": -1}')
-    assert checkpoints.load_temperature(best, {"epoch": 3}) is None
+    fitted = {"epoch": 3, "model": CNN().state_dict()}
+    checkpoints.save_temperature(best, fitted, 0.5, "a test")
+    assert checkpoints.load_temperature(best, fitted) == 0.5
+    # best.pt has moved on since, or the folder was trained again (even to as many epochs), or another run's copied in
+    assert checkpoints.load_temperature(best, {"epoch": 3, "model": CNN().state_dict()}) is None
+    saved = json.loads((tmp_path / "temperature.json").read_text())
+    (tmp_path / "temperature.json").write_text(json.dumps({**saved, "checkpoint": "last.pt"}))
+    assert checkpoints.load_temperature(best, fitted) is None  # another file's
+    (tmp_path / "temperature.json").write_text(json.dumps({**saved, "temperature": -1}))
+    assert checkpoints.load_temperature(best, fitted) is None
+    del saved["weights"]  # from before the weights were named: whose they are cannot be told
+    (tmp_path / "temperature.json").write_text(json.dumps(saved))
+    assert checkpoints.load_temperature(best, fitted) is None
 
 
 def test_answering_only_when_sure_counts_the_answers_and_their_accuracy():
@@ -421,6 +432,30 @@ def test_the_second_grad_cam_column_is_of_the_true_class(monkeypatch, tmp_path):
     worst, _ = plot.most_confident_mistakes(labels, predictions, confidences, 8)
     assert asked == [predictions[worst].tolist(), labels[worst].tolist()]
     assert (tmp_path / "grad_cam.png").is_file()
+
+
+class Drawn(Exception):
+    pass
+
+
+def test_the_curves_of_an_earlier_best_pt_are_of_its_whole_run(trained_run, real_mnist_dir, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    checkpoint = checkpoints.load(run_dir / "last.pt")
+    checkpoint["history"], checkpoint["epoch"] = checkpoint["history"][:1], 1
+    checkpoints.save(run_dir / "best.pt", checkpoint)  # best.pt from epoch 1 of the run's 2
+    drawn = []
+
+    def plot_history(history, *args, **kwargs):
+        drawn.append([int(row["epoch"]) for row in history])
+        raise Drawn  # nothing after the curves is needed here
+
+    monkeypatch.setattr(plot, "plot_history", plot_history)
+    with pytest.raises(Drawn):
+        evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(real_mnist_dir), "--device", "cpu"])
+    assert drawn == [[1, 2]]
+    # Stopped before the end, evaluate.py left no metrics.json that plot.py would take for a whole evaluation.
+    assert not (run_dir / "metrics.json").exists()
 
 
 def test_the_curves_are_of_the_checkpoints_own_run(tmp_path):

@@ -4,9 +4,11 @@ import csv
 import json
 
 import pytest
+import torch
 from conftest import one_line_error, run_script
 from PIL import Image
 
+import checkpoints
 import plot
 
 RECIPE = {"epochs": 3, "batch_size": 256, "lr": 0.003, "label_smoothing": 0.1, "val_size": 5000, "subset": None,
@@ -26,20 +28,25 @@ def write_run(folder, seed, val_accs, test_acc=None, **changes):
         for epoch, acc in enumerate(val_accs, 1):
             writer.writerow({"epoch": epoch, "train_loss": 0.1, "train_acc": acc, "val_loss": 1 - acc,
                              "val_acc": acc, "lr": 0.001, "seconds": 10.0 * epoch})
+    best_pt(folder, weights=hash(str(folder)) % 1000)
     if test_acc is not None:
         evaluated(folder, test_acc)
     return folder
 
 
-def evaluated(folder, accuracy, where="metrics.json", checkpoint="best.pt", epoch=None):
+def best_pt(folder, weights):
+    """A best.pt in `folder` that loads, whose one weight is `weights` (the network itself is not needed)."""
+    checkpoint = {key: None for key in checkpoints.KEYS}
+    checkpoints.save(folder / "best.pt", {**checkpoint, "format": checkpoints.FORMAT,
+                                          "model": {"weight": torch.tensor([float(weights)])}})
+
+
+def evaluated(folder, accuracy, where="metrics.json", weights=None):
     """A metrics.json as evaluate.py writes it into run `folder` (or `where` in it, external-NAME/metrics.json
-    for --images), of the run's best.pt as it is now unless `checkpoint` or `epoch` say otherwise."""
-    with open(folder / "history.csv", newline="") as f:
-        history = list(csv.DictReader(f))
-    best = max(reversed(history), key=lambda row: float(row["val_acc"]))["epoch"]  # the later of equals
+    for --images), of the weights in the run's best.pt as it is now unless `weights` names others."""
     (folder / where).parent.mkdir(exist_ok=True)
-    (folder / where).write_text(json.dumps({"accuracy": accuracy, "checkpoint": str(folder / checkpoint),
-                                            "epoch": int(best if epoch is None else epoch)}))
+    (folder / where).write_text(json.dumps({"accuracy": accuracy, "checkpoint": str(folder / "best.pt"),
+                                            "weights": weights or checkpoints.digest_of(folder / "best.pt")}))
 
 
 @pytest.fixture
@@ -143,14 +150,16 @@ def test_external_sets_of_the_same_name_from_other_folders_are_not_mixed(runs):
     assert "| a1 | lr=0.003, seed=1 | 3 | 99.30% | 60 s | 99.60% |  | 50.00% |" in text
 
 
-def test_results_of_another_checkpoint_are_not_shown_as_best_pts(runs):
-    a0, a1 = runs[:2]
-    evaluated(a0, 0.9, epoch=1)  # best.pt evaluated at epoch 1, while the run went on to a better epoch 2
-    evaluated(a1, 0.9, checkpoint="last.pt")
-    evaluated(a1, 0.8, "external-heldout/metrics.json", epoch=2)
-    evaluated(a1, 0.97, "external-tune/metrics.json")
-    read = [plot.read_run(folder) for folder in (a0, a1)]
-    assert [run.test_acc for run in read] == [None, None]
+def test_results_of_other_weights_are_not_shown_as_best_pts(runs):
+    a0, a1, a2 = runs[:3]
+    best_pt(a0, weights=-1)  # evaluated, then the run went on to a better best.pt (or the folder was trained again)
+    evaluated(a1, 0.8, "external-heldout/metrics.json")
+    best_pt(a1, weights=-2)  # the same for an images folder
+    evaluated(a1, 0.97, "external-tune/metrics.json")  # evaluated since
+    evaluated(a1, 0.9, weights="of another checkpoint")  # a copied metrics.json, say
+    (a2 / "best.pt").unlink()  # evaluated, then its best.pt removed
+    read = [plot.read_run(folder) for folder in (a0, a1, a2)]
+    assert [run.test_acc for run in read] == [None, None, None]
     assert read[1].external == {"tune": 0.97}
 
 
