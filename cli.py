@@ -4,6 +4,7 @@ import argparse
 import math
 import os
 import shlex
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -24,10 +25,28 @@ class RunError(RuntimeError):
     """A problem the user can fix; scripts print it as one line and exit non-zero."""
 
 
+class Stopped(BaseException):
+    """A signal to stop arrived; carries its number. A BaseException, as KeyboardInterrupt is, so that no
+    `except Exception` on the way (one that reports a damaged file, say) takes it for an error, and every
+    file being written is cleaned up on the way out."""
+
+
+def stop_on_signal(signum, frame):
+    raise Stopped(signum)
+
+
+def exit_stopped(stopped, how=""):
+    """End the script as the signal `stopped` carries would (exit code 128 + its number), saying `how`."""
+    signum = stopped.args[0]
+    print(f"\nstopped by {signal.Signals(signum).name}{how}", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
 def run(main):
-    """Call a script's `main()`; Ctrl-C, or a closed pipe (`python predict.py photos/ | head`), ends it with
-    one line, not a traceback from wherever it landed. Nothing is left half-written: every file the
-    scripts write replaces the old one whole, or not at all."""
+    """Call a script's `main()`; Ctrl-C, SIGTERM (`kill`, `timeout`, a cluster's time limit) or a closed pipe
+    (`python predict.py photos/ | head`) ends it with one line, not a traceback from wherever it landed.
+    Nothing is left half-written: every file the scripts write replaces the old one whole, or not at all."""
+    signal.signal(signal.SIGTERM, stop_on_signal)
     try:
         try:
             main()
@@ -36,6 +55,8 @@ def run(main):
     except KeyboardInterrupt:
         print("\nstopped by Ctrl-C", file=sys.stderr)
         sys.exit(130)
+    except Stopped as e:
+        exit_stopped(e)
     except BrokenPipeError:
         stop_printing()
         sys.exit("stopped: the output pipe was closed")
@@ -78,7 +99,7 @@ def positive(kind):
     def parse(text):
         value = _parse(kind, text)
         if not value > 0 or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+            raise argparse.ArgumentTypeError(f"must be greater than 0{' and finite' * (kind is float)}, got {text}")
         return value
     return parse
 
@@ -89,6 +110,16 @@ def non_negative(text):
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
+
+
+def between(low, high):
+    """An argparse type: a number from `low` to `high`. Beyond what makes sense is a typo, not a recipe."""
+    def parse(text):
+        value = _parse(float, text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
+        return value
+    return parse
 
 
 def fraction(text):

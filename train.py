@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,25 +65,25 @@ def build_parser():
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="train on the images as they are (by default each is varied at random: MNIST: "
                         "rotation, scale and shift; Fashion-MNIST: shift and mirroring; and the options below)")
-    p.add_argument("--rotation", dest="degrees", metavar="DEGREES", type=cli.non_negative, default=None,
-                   help="largest rotation in degrees (default: the dataset's, MNIST 10, Fashion-MNIST 0)")
+    p.add_argument("--rotation", dest="degrees", metavar="DEGREES", type=cli.between(0, 180), default=None,
+                   help="largest rotation in degrees, up to 180 (default: the dataset's, MNIST 10, Fashion-MNIST 0)")
     p.add_argument("--scale", type=cli.fraction, default=None,
                    help="largest enlargement or shrinking, as a fraction (default: the dataset's, MNIST 0.1, "
                         "Fashion-MNIST 0)")
-    p.add_argument("--shift", type=cli.non_negative, default=None,
-                   help="largest shift in pixels, each way (default: the dataset's, 2 for both)")
-    p.add_argument("--elastic", type=cli.non_negative, default=0.0,
-                   help="RMS size in pixels of the smooth random distortion added to each training image "
-                        "(Simard et al. 2003; default: 0, none)")
-    p.add_argument("--shear", type=cli.non_negative, default=0.0,
-                   help="largest slant, x moved by this fraction of y (default: 0, none)")
+    p.add_argument("--shift", type=cli.between(0, 14), default=None,
+                   help="largest shift in pixels, each way, up to 14 (default: the dataset's, 2 for both)")
+    p.add_argument("--elastic", type=cli.between(0, 5), default=0.0,
+                   help="RMS size in pixels, up to 5, of the smooth random distortion added to each training "
+                        "image (Simard et al. 2003; default: 0, none)")
+    p.add_argument("--shear", type=cli.between(0, 1), default=0.0,
+                   help="largest slant, x moved by this fraction of y, up to 1 (default: 0, none)")
     p.add_argument("--thickness", type=cli.fraction, default=0.0,
                    help="largest thickening or thinning of the strokes, as a fraction of a 3x3 dilation or "
                         "erosion (default: 0, none)")
-    p.add_argument("--blur", type=cli.non_negative, default=0.0,
-                   help="largest blur, as a fraction of a 3x3 Gaussian's (default: 0, none)")
-    p.add_argument("--noise", type=cli.non_negative, default=0.0,
-                   help="largest standard deviation of the noise added to the ink (default: 0, none)")
+    p.add_argument("--blur", type=cli.between(0, 1), default=0.0,
+                   help="largest blur, as a fraction (up to 1) of a 3x3 Gaussian's (default: 0, none)")
+    p.add_argument("--noise", type=cli.between(0, 1), default=0.0,
+                   help="largest standard deviation of the noise added to the ink, up to 1 (default: 0, none)")
     p.add_argument("--target-acc", type=float, default=None,
                    help="stop once validation accuracy reaches this fraction, e.g. 0.99")
     cli.add_dataset_option(p, default="mnist")
@@ -130,7 +131,7 @@ def augmentation(args):
 
 def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, precision="fp32", averaged=None):
     """One pass over the training images, updating the weights' moving average `averaged` (if any) after
-    each step; returns (mean loss, accuracy) on what it trained on."""
+    each step; returns (mean loss, accuracy) on what it trained on, and the learning rate of its last step."""
     model.train()
     generator = data.epoch_generator(args.seed, epoch)
     steps = math.ceil(len(images) / args.batch_size)
@@ -148,6 +149,7 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, pr
         loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lr = optimizer.param_groups[0]["lr"]  # the scheduler has moved on past it by the end of the epoch
         optimizer.step()
         scheduler.step()
         if averaged is not None:
@@ -161,7 +163,7 @@ def train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch, pr
                 raise FloatingPointError(f"the training loss became {running} in epoch {epoch}")
             bar.set_postfix(loss=f"{running:.4f}")
     bar.close()
-    return loss_sum.item() / len(images), correct.item() / len(images)
+    return loss_sum.item() / len(images), correct.item() / len(images), lr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +174,21 @@ def run_config(args, device):
     # torchvision's version from its metadata: importing it takes seconds, and --help should not wait
     return {**vars(args), "device_used": str(device), "torch": str(torch.__version__),
             "torchvision": importlib.metadata.version("torchvision"), "python": platform.python_version(),
-            "command": " ".join(sys.argv)}
+            "code": code_version(), "command": " ".join(sys.argv)}
+
+
+def code_version():
+    """The repo's git commit, with "+changes" where tracked files differ from it; None outside a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+    try:
+        commit = git("rev-parse", "HEAD")
+        if commit.returncode:
+            return None
+        return commit.stdout.strip() + ("+changes" if git("status", "--porcelain", "--untracked-files=no").stdout
+                                        else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def lock_folder(path):
@@ -241,8 +257,10 @@ def prepare_run_dir(args):
                            "start it again, or --run-dir for a new one")
     if holds_a_run and args.overwrite:  # only where a run is: a folder of other files keeps them
         remove_earlier_run(run_dir)
-    for stale in run_dir.glob(".*.tmp"):  # left by a write that was killed; the real file is whole
-        stale.unlink()
+    # Left by a train.py write that was killed (the real file is whole). Only train.py's own: an evaluate.py
+    # writing into the folder now has temp files of its own there.
+    for stale in (path for name in checkpoints.TRAINING_FILES for path in run_dir.glob(f".{name}.*.tmp")):
+        stale.unlink(missing_ok=True)
     return run_dir
 
 
@@ -288,24 +306,8 @@ def load_data(args, device):
     return [t.to(device) for t in (train_x, train_y, val_x, val_y)]
 
 
-class Stopped(BaseException):
-    """SIGINT or SIGTERM arrived; carries the signal's number. A BaseException, as KeyboardInterrupt is, so
-    that no `except Exception` on the way (one that reports a damaged file, say) takes it for an error."""
-
-
 class Finished(Exception):
     """--resume of a run that has nothing left to train; carries what to tell the user."""
-
-
-def stop_on_signal(signum, frame):
-    raise Stopped(signum)
-
-
-def exit_stopped(stopped, how):
-    """End the script as the signal `stopped` carries would (exit code 128 + its number), saying `how`."""
-    signum = stopped.args[0]
-    print(f"\nstopped by {signal.Signals(signum).name}{how}", file=sys.stderr)
-    sys.exit(128 + signum)
 
 
 def build(args, train_images, device):
@@ -341,8 +343,12 @@ def what_next(run_dir, history, data_dir, plotted=True):
     command = f"python evaluate.py --run-dir {cli.quoted(run_dir)}"
     if data_dir != cli.DEFAULT_DATA_DIR:
         command += f" --data-dir {cli.quoted(data_dir)}"
-    evaluated = checkpoints.evaluated_epoch(checkpoints.read_results(run_dir / "metrics.json"))
-    stale = f" (its results are of best.pt at epoch {evaluated})" if evaluated not in (None, best["epoch"]) else ""
+    evaluated = checkpoints.read_results(run_dir / "metrics.json")
+    stale = ""
+    if evaluated and (evaluated.get("weights") is None
+                      or evaluated["weights"] != checkpoints.digest_of(run_dir / "best.pt")):
+        epoch = checkpoints.evaluated_epoch(evaluated)
+        stale = f" (its results are of an earlier best.pt{f', epoch {epoch}' if epoch else ''})"
     return (f"Best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); checkpoints "
             f"{'and plots ' if plotted else ''}in {run_dir}. Next: {command}{stale}")
 
@@ -423,8 +429,8 @@ def train(args, device, given):
                   f"stopping after epoch {history[-1]['epoch']} of {args.epochs}")
             break
         started = time.perf_counter()
-        train_loss, train_acc = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
-                                                args, epoch, precision, averaged)
+        train_loss, train_acc, lr = train_one_epoch(model, optimizer, scheduler, train_x, train_y,
+                                                    args, epoch, precision, averaged)
         training_seconds = time.perf_counter() - started
         logits = runtime.logits_of(kept, val_x, precision, dataset=data.DATASETS[args.dataset])
         val_loss, val_acc = loss_and_accuracy(logits, val_y)
@@ -432,7 +438,7 @@ def train(args, device, given):
             raise FloatingPointError(f"the validation loss became {val_loss} in epoch {epoch}")
         seconds = time.perf_counter() - started
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-               "val_acc": val_acc, "lr": scheduler.get_last_lr()[0], "seconds": round(seconds, 3)}
+               "val_acc": val_acc, "lr": lr, "seconds": round(seconds, 3)}
         history.append(row)
         best_val_acc = max(best_val_acc, val_acc)
         checkpoint = {"format": checkpoints.FORMAT, "model": kept.state_dict(),
@@ -452,8 +458,8 @@ def train(args, device, given):
 def main(argv=None):
     parser = build_parser()
     args = parse_args(argv, parser)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, stop_on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # both say how to resume
+        signal.signal(signum, cli.stop_on_signal)
     try:
         device = runtime.pick_device(args.device)  # before the run directory is made, so a refusal leaves none
         with locked_run_dir(args.run_dir):
@@ -468,8 +474,8 @@ def main(argv=None):
     except Finished as e:
         print(e)
         return
-    except Stopped as e:
-        exit_stopped(e, f": {how_to_resume(Path(args.run_dir))}")
+    except cli.Stopped as e:
+        cli.exit_stopped(e, f": {how_to_resume(Path(args.run_dir))}")
     except BrokenPipeError:  # `python train.py | head`: the reader has gone, so stop as if killed
         cli.stop_printing()
         sys.exit(f"stopped: the output pipe was closed; {how_to_resume(Path(args.run_dir))}")
@@ -480,9 +486,9 @@ def main(argv=None):
         plot.plot_history(history, run_dir)
     except data.DataError as e:
         sys.exit(f"error: {e} (the training itself finished: its checkpoints are in {run_dir})")
-    except Stopped as e:
-        exit_stopped(e, f" while drawing the training curves; the training itself finished, and evaluate.py draws "
-                        f"them too. {what_next(run_dir, history, args.data_dir, plotted=False)}")
+    except cli.Stopped as e:
+        cli.exit_stopped(e, f" while drawing the training curves; the training itself finished, and evaluate.py "
+                            f"draws them too. {what_next(run_dir, history, args.data_dir, plotted=False)}")
     print(what_next(run_dir, history, args.data_dir))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import checkpoints  # noqa: E402
 import cli  # noqa: E402
 import runtime  # noqa: E402
 
@@ -103,8 +104,10 @@ def main():
     if args.requests < 2:
         p.error(f"--requests must be at least 2 (the latency percentiles need two), got {args.requests}")
     path = cli.checkpoint_path(args)
-    if not path.is_file():
-        sys.exit(f"error: no checkpoint at {path}; train one with `python train.py` or pass --checkpoint")
+    try:
+        checkpoints.load(path)  # here, so that a wrong file is said once, not as a server that did not start
+    except cli.RunError as e:
+        sys.exit(f"error: {e}")
 
     bodies = canvas_pngs()
     process, host, port = start_server(path)

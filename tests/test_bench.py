@@ -90,3 +90,5 @@ def test_serve_load_benchmark_runs_and_reports(reader_run):
     refused = run_script("benchmarks/serve_load.py", "--run-dir", reader_run, "--requests", 1)
     assert one_line_error(refused) == ("error: --requests must be at least 2 (the latency percentiles need two), "
                                        "got 1 (see serve_load.py --help)")
+    refused = run_script("benchmarks/serve_load.py", "--checkpoint", reader_run / "config.json")
+    assert one_line_error(refused).startswith(f"error: {reader_run / 'config.json'} is not a checkpoint (")

@@ -119,6 +119,16 @@ def test_a_bad_file_whose_gz_twin_is_good_is_remade_from_it(tiny_mnist):
     assert data.file_hash(path) == checksums[path.name]
 
 
+def test_a_bad_file_and_a_bad_gz_twin_are_one_problem_that_says_both(tiny_mnist):
+    data_dir, checksums = tiny_mnist
+    path = data.raw_dir(data_dir) / "train-labels-idx1-ubyte"
+    path.write_bytes(b"cut short")
+    path.with_name(path.name + ".gz").write_bytes(gzip.compress(b"good gzip, wrong labels"))
+    assert data.verify_raw_files(path.parent, checksums) == [
+        "train-labels-idx1-ubyte has the wrong md5 (truncated or corrupt); removed it; "
+        "train-labels-idx1-ubyte.gz decompresses to a file with the wrong md5; removed it"]
+
+
 def test_gz_of_the_wrong_bytes_is_removed_and_replaced(tiny_mnist):
     data_dir, checksums = tiny_mnist
     raw = data.raw_dir(data_dir)
@@ -378,17 +388,32 @@ def ink_of(x):
     return (x[0] * 0.3081 + 0.1307).numpy()
 
 
+def palette_png_seven():
+    """A palette PNG (as a GIF would be) whose transparent background is as black as its strokes."""
+    drawing = draw_seven((200, 200), 1, 0, "P")
+    drawing.putpalette([0, 0, 0, 0, 0, 0])
+    body = io.BytesIO()
+    drawing.save(body, "PNG", transparency=0)
+    return body.getvalue()
+
+
 @pytest.mark.parametrize("image", [
     draw_seven((400, 300), 255, 0),                                 # white on black, large
     draw_seven((60, 45), 0, 255),                                   # black on white, small
     draw_seven((300, 300), (20, 20, 160), (250, 250, 240), "RGB"),  # blue pen on cream paper
     draw_seven((200, 200), (0, 0, 0, 255), (0, 0, 0, 0), "RGBA"),   # black on transparent
-    draw_seven((200, 200), (255, 255, 255, 255), (255, 255, 255, 0), "RGBA"),  # white on transparent
+    draw_seven((200, 200), (255, 255, 255, 255), (255, 255, 255, 0), "RGBA"),  # white on transparent white
+    draw_seven((200, 200), (255, 255, 255, 255), (0, 0, 0, 0), "RGBA"),  # white on a canvas's transparent
+    palette_png_seven(),
 ])
 def test_image_to_mnist_makes_a_centred_20px_digit(image):
     x = images.image_to_mnist(image)
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32
     ink = ink_of(x)
+    # The 7 drawn in black on a white square: not its background, nor a blob the size of a digit (a filled
+    # square scores 0.49; the 7s of the wide and of the tiny canvas, drawn to other proportions, 0.77-0.80).
+    seven = ink_of(images.image_to_mnist(draw_seven((200, 200), 0, 255))).ravel()
+    assert ink.ravel() @ seven / (np.linalg.norm(ink) * np.linalg.norm(seven)) > 0.7
     assert ink.min() == pytest.approx(0, abs=1e-6) and ink.max() > 0.9
     rows, cols = np.nonzero(ink > 0.05)
     assert max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) in (20, 21)

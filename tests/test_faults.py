@@ -119,24 +119,25 @@ def test_ctrl_c_while_last_pt_loads_is_a_stop_not_a_damaged_checkpoint(monkeypat
     torch.save({"format": checkpoints.FORMAT}, tmp_path / "last.pt")
 
     def interrupted(*args, **kwargs):
-        train.stop_on_signal(signal.SIGINT, None)
+        cli.stop_on_signal(signal.SIGINT, None)
 
     monkeypatch.setattr(torch, "load", interrupted)
-    with pytest.raises(train.Stopped):  # which train.py turns into "stopped by SIGINT" and how to resume
+    with pytest.raises(cli.Stopped):  # which train.py turns into "stopped by SIGINT" and how to resume
         checkpoints.load(tmp_path / "last.pt")
 
 
-def test_ctrl_c_in_evaluate_is_one_line_and_leaves_whole_files(trained_run, real_mnist_dir, tmp_path):
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_stopping_evaluate_is_one_line_and_leaves_whole_files(trained_run, real_mnist_dir, tmp_path, sig, code, said):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run[0], run_dir)
-    # The report is printed just before the results are written: the interrupt lands among the writes.
-    code, _, err = run_until("evaluate.py", "--run-dir", run_dir, "--data-dir", real_mnist_dir,
-                             marker="test images", sig=signal.SIGINT)
-    assert code == 130 and "Traceback" not in err
-    assert err.strip().splitlines() == ["stopped by Ctrl-C"]
+    # The report is printed just before the results are written: the signal lands among the writes.
+    returned, _, err = run_until("evaluate.py", "--run-dir", run_dir, "--data-dir", real_mnist_dir,
+                                 marker="test images", sig=sig)
+    assert returned == code and "Traceback" not in err
+    assert err.strip().splitlines() == [f"stopped by {said}"]
     for path in run_dir.glob("*.json"):
         json.loads(path.read_text())
-    assert not any(run_dir.glob(".*.tmp"))
+    assert not any(run_dir.rglob(".*.tmp"))
 
 
 def test_every_script_ends_ctrl_c_in_one_line_with_code_130(capsys):
@@ -183,7 +184,7 @@ def test_a_closed_output_pipe_stops_predict_py_in_one_line(trained_run, tmp_path
     image.save(tmp_path / "one.png")
     result = run_into_a_closed_pipe("predict.py", tmp_path / "one.png", "--run-dir", trained_run[0])
     assert result.returncode == 1
-    # (after the note on calibration, where the shared run has not been evaluated yet)
+    # (after the note that the shared run, never evaluated, is not calibrated)
     assert result.stderr.strip().splitlines()[-1:] == ["stopped: the output pipe was closed"]
     assert "Traceback" not in result.stderr
 
@@ -318,6 +319,14 @@ def test_a_run_with_no_checkpoint_says_how_to_train_it(script, tmp_path):
     assert line == (f"error: no checkpoint at {run_dir / 'best.pt'}; train one with `python train.py --run-dir "
                     f"{run_dir}` or pass --checkpoint")
     assert not run_dir.exists()
+
+
+def test_a_checkpoint_file_name_that_is_not_there_is_not_answered_with_a_run_to_train(tmp_path):
+    # Training into the folder that holds it would make no nope.pt (and the folder may be a run already).
+    with pytest.raises(cli.RunError) as refused:
+        checkpoints.load(tmp_path / "nope.pt")
+    assert str(refused.value) == (f"no checkpoint at {tmp_path / 'nope.pt'}; pass the path of a .pt file train.py "
+                                  "wrote (a run's best.pt or last.pt)")
 
 
 @pytest.mark.parametrize("part", ["optimizer", "rng"])

@@ -9,6 +9,7 @@ import socket
 import threading
 
 import httpx2 as httpx
+import numpy as np
 import pytest
 import torch
 from conftest import damaged_palette_bmp, one_line_error, run_script, start_server
@@ -194,9 +195,9 @@ def test_requests_that_wait_together_share_one_forward_pass(trained_run):
         assert torch.equal(x, images.image_to_mnist(body)) and probabilities.shape == (10,)
 
 
-def test_a_small_file_of_many_pixels_is_prepared_off_the_event_loop(trained_run):
+def test_only_small_pictures_are_prepared_on_the_event_loop(trained_run):
     # A 1-bit PNG of 6,000 x 6,000 pixels is a few KB, but takes a fifth of a second to prepare: on the
-    # event loop it would hold up every other client.
+    # event loop it would hold up every other client. So would a large file of few pixels.
     model = checkpoints.load_model(checkpoints.load(trained_run[0] / "best.pt"))
     on_the_loop = []
 
@@ -206,14 +207,15 @@ def test_a_small_file_of_many_pixels_is_prepared_off_the_event_loop(trained_run)
 
     wide = Image.new("1", (6000, 6000), 1)
     ImageDraw.Draw(wide).line([(3000, 1000), (3000, 5000)], fill=0, width=400)
-    bodies = [png(strokes.render(7)), png(wide, optimize=True)]
-    assert len(bodies[1]) <= serve.PREPARED_ON_THE_LOOP
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8))
+    bodies = [png(strokes.render(7)), png(wide, optimize=True), png(noise)]
+    assert len(bodies[1]) <= serve.PREPARED_ON_THE_LOOP < len(bodies[2])
 
     async def run():
         return await asyncio.gather(*(serve.BatchedReader(model, prepare).read(body) for body in bodies))
 
     asyncio.run(run())
-    assert on_the_loop == [True, False]
+    assert on_the_loop == [True, False, False]
 
 
 # --- serve.py as a user runs it ---------------------------------------------------------------

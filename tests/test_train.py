@@ -1,5 +1,6 @@
 """model.py and train.py: the seed's module tree, learning, the run directory, resume, NaN and bad options."""
 
+import argparse
 import csv
 import json
 import platform
@@ -125,9 +126,13 @@ def test_run_directory_holds_everything(trained_run):
     assert list(rows[0]) == checkpoints.HISTORY_FIELDS
     assert checkpoints.read_history(run_dir / "history.csv")[1]["epoch"] == 2.0
     assert all(0 <= float(r["val_acc"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
-    assert float(rows[-1]["lr"]) < float(rows[0]["lr"]) / 5  # one cycle, annealed toward nothing at the end
+    # One cycle, annealed toward nothing: the last step's rate is the schedule's last, 3e-3 / 25 / 1e4 (the
+    # scheduler's rate after that step lies past the cycle's end).
+    assert float(rows[-1]["lr"]) == pytest.approx(1.2e-8) and float(rows[0]["lr"]) > 1e-3
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["seed"] == 0 and config["torch"] == str(torch.__version__)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert config["code"] in ((head, head + "+changes") if head else (None,))  # the commit it was trained with
     assert config["device_used"] == runtime.pick_device("auto").type and "torchvision" in config
     assert config["precision"] == "auto" and config["precision_used"] in ("fp32", "bf16")
     assert config["precision_reason"].startswith("auto: ")
@@ -155,10 +160,12 @@ def test_checkpoints_load_safely_and_hold_the_whole_state(trained_run):
     assert accuracy == pytest.approx(best["history"][best["epoch"] - 1]["val_acc"], abs=1e-6)
 
 
-def test_existing_run_is_not_overwritten_without_asking(trained_run, real_mnist_dir):
-    run_dir, _ = trained_run
+def test_existing_run_is_not_overwritten_without_asking(trained_run, real_mnist_dir, tmp_path):
+    # On a copy, and with a short run's options: were the guard gone, this would train over the folder.
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
     before = (run_dir / "last.pt").stat().st_mtime_ns
-    result = run_script("train.py", "--data-dir", real_mnist_dir, "--run-dir", run_dir)
+    result = run_script("train.py", "--epochs", 1, *TINY_RUN, "--data-dir", real_mnist_dir, "--run-dir", run_dir)
     assert "--resume" in one_line_error(result)
     assert (run_dir / "last.pt").stat().st_mtime_ns == before
 
@@ -168,10 +175,34 @@ def test_a_run_whose_last_pt_was_deleted_is_still_not_overwritten(trained_run, r
     shutil.copytree(trained_run[0], run_dir)
     (run_dir / "last.pt").unlink()  # to save space, say; best.pt and the evaluation stay
     before = (run_dir / "best.pt").read_bytes()
-    line = one_line_error(run_script("train.py", "--data-dir", real_mnist_dir, "--run-dir", run_dir))
+    line = one_line_error(run_script("train.py", "--epochs", 1, *TINY_RUN, "--data-dir", real_mnist_dir,
+                                     "--run-dir", run_dir))
     assert "already holds a run" in line and (run_dir / "best.pt").read_bytes() == before
     line = one_line_error(run_script("train.py", "--resume", "--data-dir", real_mnist_dir, "--run-dir", run_dir))
     assert "holds a run whose last.pt is gone" in line and "--overwrite" in line
+
+
+def test_a_start_removes_only_train_pys_own_leftover_temp_files(tmp_path):
+    killed = [tmp_path / ".last.pt.k3j9.tmp", tmp_path / ".history.csv.x1.tmp"]  # writes of a killed train.py
+    writing = [tmp_path / ".grad_cam.png.p2q.tmp", tmp_path / ".metrics.json.r7.tmp"]  # an evaluate.py at work
+    for path in killed + writing:
+        path.write_bytes(b"")
+    (tmp_path / "last.pt").write_bytes(b"")
+    train.prepare_run_dir(argparse.Namespace(run_dir=tmp_path, resume=True, overwrite=False))
+    assert [path.exists() for path in killed + writing] == [False, False, True, True]
+
+
+@pytest.mark.parametrize("option, said", [
+    (["--blur", "10"], "--blur: must be from 0 to 1, got 10"),
+    (["--rotation", "400"], "--rotation: must be from 0 to 180"),
+    (["--shear", "10"], "--shear: must be from 0 to 1"), (["--noise", "50"], "--noise: must be from 0 to 1"),
+    (["--elastic", "100"], "--elastic: must be from 0 to 5"), (["--shift", "30"], "--shift: must be from 0 to 14"),
+    (["--lr", "inf"], "--lr: must be greater than 0 and finite, got inf"),
+])
+def test_augmentation_strengths_past_what_makes_sense_are_refused(option, said, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(option)
+    assert said in capsys.readouterr().err
 
 
 def test_seeds_outside_what_torch_and_numpy_take_are_refused_in_one_line(tmp_path):
@@ -240,12 +271,18 @@ def test_resuming_a_folder_that_holds_no_run_says_so_and_makes_none(real_mnist_d
     assert not (tmp_path / "x").exists()
 
 
-def test_the_closing_line_names_the_data_and_says_when_the_evaluation_is_of_an_earlier_best(tmp_path):
+def test_the_closing_line_names_the_data_and_says_when_the_evaluation_is_of_an_earlier_best(trained_run, tmp_path):
     history = [{"epoch": 1, "val_acc": 0.9}, {"epoch": 2, "val_acc": 0.95}]
     assert train.what_next(tmp_path, history, "data").endswith(f"Next: python evaluate.py --run-dir {tmp_path}")
-    (tmp_path / "metrics.json").write_text(json.dumps({"checkpoint": str(tmp_path / "best.pt"), "epoch": 1}))
+    shutil.copy(trained_run[0] / "best.pt", tmp_path / "best.pt")
+    best = checkpoints.load(tmp_path / "best.pt")
+    evaluated = {"checkpoint": str(tmp_path / "best.pt"), "epoch": 1, "weights": checkpoints.weights_digest(best)}
+    (tmp_path / "metrics.json").write_text(json.dumps(evaluated))
+    assert train.what_next(tmp_path, history, "data").endswith(f"--run-dir {tmp_path}")  # of these very weights
+    best["model"]["L5.bias"] += 1  # best.pt trained on (or the folder trained again) since the evaluation
+    checkpoints.save(tmp_path / "best.pt", best)
     line = train.what_next(tmp_path, history, "/mnt/mnist")
-    assert line.endswith(f"--run-dir {tmp_path} --data-dir /mnt/mnist (its results are of best.pt at epoch 1)")
+    assert line.endswith(f"--run-dir {tmp_path} --data-dir /mnt/mnist (its results are of an earlier best.pt, epoch 1)")
     assert "(epoch 2)" in line
 
 
@@ -357,6 +394,27 @@ def test_history_csv_that_is_missing_damaged_or_foreign_is_told_apart(tmp_path):
     path.write_text("epoch,accuracy\n1,0.98\n")
     with pytest.raises(cli.RunError, match="history.csv is from another version of train.py"):
         checkpoints.read_history(path)
+    for cut in ("1,0.98\n", "1,0.98,0.1,3,7\n"):  # a row cut short, or run into the next
+        path.write_text("epoch,val_acc,val_loss,seconds\n" + cut)
+        with pytest.raises(cli.RunError, match="history.csv is damaged"):
+            checkpoints.read_history(path)
+
+
+def test_resuming_a_finished_run_rewrites_a_damaged_history_csv(tmp_path):
+    history = [{"epoch": epoch, "train_loss": 0.1, "train_acc": 0.9, "val_loss": 0.1, "val_acc": 0.9 + epoch / 100,
+                "lr": 1e-3, "seconds": 5.0} for epoch in (1, 2)]
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,val_acc,val_loss,seconds\n1,0.91,not a number,5\n")
+    train.mend_history(path, history)
+    assert [row["epoch"] for row in checkpoints.read_history(path)] == [1.0, 2.0]
+
+
+def test_a_checkpoint_missing_part_of_its_state_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"format": checkpoints.FORMAT, "model": CNN().state_dict()}, path)
+    with pytest.raises(cli.RunError, match=r"last.pt is an incomplete checkpoint \(no best_val_acc, config, epoch, "
+                                           r"history, optimizer, rng, scheduler, val_acc\)"):
+        checkpoints.load(path)
 
 
 def test_best_epoch_is_the_later_of_a_tie_as_best_pt_keeps_it():
