@@ -102,22 +102,24 @@ def plot_confusion_matrix(matrix, classes, path, what="test set"):
 
 
 def plot_per_class(per_class, path, what="test set"):
-    """Precision and recall per class of `what` as grouped bars, zoomed in so the differences are visible
-    (an undefined figure, None, has no bar)."""
+    """Precision and recall per class of `what` as points, on an axis zoomed in so the differences are
+    visible (points, not bars: a bar's length from a cut baseline would overstate them; an undefined
+    figure, None, has no point)."""
     classes = [c["name"] for c in per_class]
     digits = np.arange(len(per_class))
     precision = np.array([c["precision"] for c in per_class], dtype=float) * 100
     recall = np.array([c["recall"] for c in per_class], dtype=float) * 100
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(digits - 0.2, precision, width=0.4, color=BLUE, label="precision")
-    ax.bar(digits + 0.2, recall, width=0.4, color=ORANGE, label="recall", hatch="//", edgecolor="white")
+    ax.plot(digits - 0.12, precision, "o", color=BLUE, markersize=7, label="precision")
+    ax.plot(digits + 0.12, recall, "s", color=ORANGE, markersize=6, label="recall")
     low = np.nanmin(np.concatenate([precision, recall]))
     bottom = max(0, np.floor(low - (100 - low) * 0.5)) if low < 100 else 90
-    ax.set_ylim(bottom, 100)
-    ax.set(ylabel="%" + (" (axis zoomed)" if bottom > 0 else ""), title=f"Precision and recall per class ({what})")
+    ax.set_ylim(bottom, 100 + (100 - bottom) * 0.04)  # room for a point at 100%
+    ax.set(xlabel="class", ylabel="%" + (" (axis zoomed)" if bottom > 0 else ""),
+           title=f"Precision and recall per class ({what})")
     _class_ticks(ax, classes, "x")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return save(fig, path)
 
 
@@ -149,8 +151,8 @@ def plot_reliability(before, after, temperature, path, what="test set"):
     accuracy against confidence per bin (a calibrated model sits on the diagonal), with how many images
     fall in each bin below."""
     panels = [("softmax as trained", before)] + ([(f"temperature {temperature:.2f}", after)] if after else [])
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 6), sharex=True, squeeze=False,
-                             gridspec_kw={"height_ratios": [3, 1]})
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 6.4), sharex=True, sharey="row",
+                             squeeze=False, gridspec_kw={"height_ratios": [3, 1]})
     for column, (name, result) in enumerate(panels):
         bins = result["bins"]
         count = len(bins["count"])
@@ -163,13 +165,16 @@ def plot_reliability(before, after, temperature, path, what="test set"):
         top.bar(centres, np.abs(gap), bottom=np.minimum(accuracy, accuracy + gap), width=1 / count,
                 facecolor="none", edgecolor=ORANGE, hatch="///", label="gap to the mean confidence")
         top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
-        top.set(title=f"{name}\nECE {result['ece']:.2%}, NLL {result['nll']:.4f}", ylabel="accuracy in bin",
-                xlim=(0, 1), ylim=(0, 1))
-        top.legend(loc="upper left", fontsize=8)
+        top.set(title=f"{name}\nECE {result['ece']:.2%}, NLL {result['nll']:.4f}", xlim=(0, 1), ylim=(0, 1))
         bottom.bar(centres, bins["count"], width=1 / count, color="grey")
-        bottom.set(yscale="log", xlabel="confidence (top probability)", ylabel="images")
+        bottom.set(yscale="log", xlabel="confidence (top probability)")
+    axes[0, 0].set_ylabel("accuracy in bin")
+    axes[1, 0].set_ylabel("images")
+    # One legend above the panels, where it hides no bar.
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.95), ncol=3,
+               fontsize=8, frameon=False)
     fig.suptitle(f"Reliability diagram ({what}, {len(before['bins']['count'])} bins)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return save(fig, path)
 
 
