@@ -190,10 +190,11 @@ def add_data_dir_option(parser):
 
 
 def add_checkpoint_options(parser, use="use"):
-    """--run-dir and --checkpoint, for the scripts that read a trained model."""
-    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR,
-                        help=f"run whose best.pt to {use} (default: {DEFAULT_RUN_DIR})")
-    parser.add_argument("--checkpoint", default=None, help="a checkpoint file to use instead of the run's best.pt")
+    """--run-dir or --checkpoint, for the scripts that read a trained model (both given, one would be ignored)."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--run-dir", default=DEFAULT_RUN_DIR,
+                       help=f"run whose best.pt to {use} (default: {DEFAULT_RUN_DIR})")
+    which.add_argument("--checkpoint", default=None, help="a checkpoint file to use instead of a run's best.pt")
 
 
 def checkpoint_path(args):

@@ -366,6 +366,11 @@ def test_bad_options_of_the_other_scripts_are_refused_in_one_line(script, tmp_pa
     assert "must be greater than 0" in one_line_error(run_script(script, *args, timeout=60))
 
 
+def test_a_run_and_a_checkpoint_both_given_are_refused_not_one_ignored(tmp_path):
+    line = one_line_error(run_script("predict.py", "x.png", "--run-dir", tmp_path, "--checkpoint", "b.pt", timeout=60))
+    assert "argument --checkpoint: not allowed with argument --run-dir" in line
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_on_a_machine_without_it_is_refused(tmp_path):
     result = run_script("train.py", "--device", "cuda", "--run-dir", tmp_path / "run", timeout=60)
