@@ -332,9 +332,16 @@ def differing_options(runs):
     return [key for key in keys if len({json.dumps(run.recipe.get(key, "not recorded")) for run in runs}) > 1]
 
 
+# train.py's options whose config.json name is not the option's own.
+OPTION_NAMES = {"degrees": "rotation"}
+
+
 def describe(recipe, keys):
-    # A run from before an option existed did not record it.
-    return ", ".join(f"{key}={recipe[key]}" if key in recipe else f"{key} not recorded" for key in keys)
+    """The options `keys` as train.py's command line names them; a run from before an option existed did
+    not record it."""
+    names = {key: OPTION_NAMES.get(key, key).replace("_", "-") for key in keys}
+    return ", ".join(f"{names[key]}={recipe[key]}" if key in recipe else f"{names[key]} not recorded"
+                     for key in keys)
 
 
 def mean_and_std(values):
