@@ -14,6 +14,7 @@ deviation).
 import collections
 import dataclasses
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -453,9 +454,9 @@ def plot_comparison(runs, path):
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=min(4, len(runs)),
-               fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.02 - 0.02 * (len(runs) // 4)),
+               fontsize=8, frameon=False, bbox_to_anchor=(0.5, 0),
                title="run (a colour per recipe; the options of each are in comparison.md)", title_fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.035 + 0.02 * math.ceil(len(runs) / 4), 1, 1))  # the legend below, apart
     return save(fig, path)
 
 
@@ -478,6 +479,10 @@ def main(argv=None):
             runs.append(read_run(folder))
         except cli.RunError as e:
             print(f"skipped: {e}", file=sys.stderr)
+            continue
+        if runs[-1].test_acc is None and (where / "metrics.json").is_file():
+            print(f"note: {folder}: its metrics.json is not of the weights in its best.pt now, so its test accuracy "
+                  f"is left out; `python evaluate.py --run-dir {cli.quoted(folder)}` gives it", file=sys.stderr)
     if not runs:
         sys.exit("error: no run to compare; pass run folders written by train.py")
     text = comparison_markdown(runs)

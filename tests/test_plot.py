@@ -150,7 +150,7 @@ def test_external_sets_of_the_same_name_from_other_folders_are_not_mixed(runs):
     assert "| a1 | lr=0.003, seed=1 | 3 | 99.30% | 60 s | 99.60% |  | 50.00% |" in text
 
 
-def test_results_of_other_weights_are_not_shown_as_best_pts(runs):
+def test_results_of_other_weights_are_not_shown_as_best_pts(runs, tmp_path, capsys):
     a0, a1, a2 = runs[:3]
     best_pt(a0, weights=-1)  # evaluated, then the run went on to a better best.pt (or the folder was trained again)
     evaluated(a1, 0.8, "external-heldout/metrics.json")
@@ -161,6 +161,10 @@ def test_results_of_other_weights_are_not_shown_as_best_pts(runs):
     read = [plot.read_run(folder) for folder in (a0, a1, a2)]
     assert [run.test_acc for run in read] == [None, None, None]
     assert read[1].external == {"tune": 0.97}
+    plot.main([str(a0), str(runs[3]), "--out", str(tmp_path / "out")])  # runs[3] was never evaluated: no note
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: {a0}: its metrics.json is not of the weights in its best.pt now, so its test accuracy is left out; "
+        f"`python evaluate.py --run-dir {a0}` gives it"]
 
 
 def test_options_are_named_as_train_py_takes_them(tmp_path):
