@@ -477,7 +477,7 @@ def evaluate_test_set(args, trained, out_dir):
     write_predictions(out_dir / "predictions.csv", "index", range(len(labels)), labels, predictions, confidences,
                       dataset.classes)
     plots = plot.plot_history(read_history(path.parent, checkpoint), out_dir, metrics["accuracy"],
-                              f"{path.name}, epoch {metrics['epoch']}")
+                              f"{path.name}, epoch {metrics['epoch']}", run=path.parent.resolve().name)
     plots += plot_results(metrics, test_images.numpy(), labels, predictions, confidences, dataset.classes, out_dir,
                           f"test set, {len(labels)} images")
     plots += explain(model, test_images, labels, predictions, confidences, features.numpy(), dataset, out_dir)

@@ -63,12 +63,13 @@ def _curve(history, key, ylabel, title, test_value=None, tested="", percent=Fals
     return fig
 
 
-def plot_history(history, out_dir, test_acc=None, tested="best.pt"):
-    """accuracy.png and loss.png: train and validation curves per epoch, and the test accuracy of the
-    checkpoint `tested`, if known."""
+def plot_history(history, out_dir, test_acc=None, tested="best.pt", run=None):
+    """accuracy.png and loss.png of the run named `run` (its folder's name): train and validation curves per
+    epoch, and the test accuracy of the checkpoint `tested`, if known."""
     out_dir = Path(out_dir)
-    accuracy = _curve(history, "acc", "accuracy (%)", "Accuracy while training", test_acc, tested, percent=True)
-    loss = _curve(history, "loss", "cross-entropy loss", "Loss while training")
+    of = f" ({run})" if run else ""  # figures of several runs side by side say whose each is
+    accuracy = _curve(history, "acc", "accuracy (%)", f"Accuracy while training{of}", test_acc, tested, percent=True)
+    loss = _curve(history, "loss", "cross-entropy loss", f"Loss while training{of}")
     return [save(accuracy, out_dir / "accuracy.png"), save(loss, out_dir / "loss.png")]
 
 

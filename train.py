@@ -483,7 +483,7 @@ def main(argv=None):
     try:
         import plot
 
-        plot.plot_history(history, run_dir)
+        plot.plot_history(history, run_dir, run=Path(run_dir).resolve().name)
     except data.DataError as e:
         sys.exit(f"error: {e} (the training itself finished: its checkpoints are in {run_dir})")
     except cli.Stopped as e:

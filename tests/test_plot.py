@@ -209,6 +209,8 @@ def test_the_test_accuracy_on_the_curves_names_the_checkpoint_it_is_of(tmp_path,
     figures = []
     monkeypatch.setattr(plot, "save", lambda fig, path: figures.append(fig) or path)
     history = [{"epoch": e, "train_acc": 0.9, "val_acc": 0.9, "train_loss": 0.3, "val_loss": 0.3} for e in (1, 2)]
-    plot.plot_history(history, tmp_path, 0.9512, "last.pt, epoch 2")
+    plot.plot_history(history, tmp_path, 0.9512, "last.pt, epoch 2", run="seed3")
     labels = [text.get_text() for text in figures[0].axes[0].get_legend().get_texts()]
     assert "test (last.pt, epoch 2): 95.12%" in labels
+    assert [fig.axes[0].get_title() for fig in figures] == ["Accuracy while training (seed3)",
+                                                            "Loss while training (seed3)"]
