@@ -254,12 +254,9 @@ def main(argv=None):
               "reach this machine", file=sys.stderr)
     # The network gets half the cores: the event loop, which prepares the pictures, needs the rest.
     torch.set_num_threads(max(1, torch.get_num_threads() // 2))
-    try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then raises the Ctrl-C it caught
-        pass
-    print("stopped")
+    # On Ctrl-C or SIGTERM uvicorn finishes the requests in flight, then raises the signal again for cli.run.
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -275,11 +275,13 @@ def test_a_content_length_that_is_no_number_is_refused(served):
     assert httpx.get(f"{address}/api/health").json()["status"] == "ok"
 
 
-def test_ctrl_c_stops_the_server_cleanly(trained_run):
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_ctrl_c_or_sigterm_stops_the_server_cleanly(trained_run, sig, code, said):
     run_dir, _ = trained_run
     process, address = start_server(run_dir, "--host", "0.0.0.0")
     assert address.startswith("http://0.0.0.0:")
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     out, err = process.communicate(timeout=30)
-    assert process.returncode == 0 and "Traceback" not in err, err
+    assert process.returncode == code and "Traceback" not in err, err
     assert "warning" in err and "network" in err
+    assert err.strip().splitlines()[-1] == f"stopped by {said}"
