@@ -33,12 +33,14 @@ def canvas_pngs():
 
 
 def start_server(path):
+    # Its stderr is read only if it fails to start; when stopped, it says so there, which is no news here.
     process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--checkpoint", str(path), "--port", "0"],
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
     if " at http://" not in line:
         process.kill()
-        sys.exit(f"error: serve.py did not start ({line.strip() or 'no output'})")
+        said = process.communicate()[1].strip().splitlines()
+        sys.exit(f"error: serve.py did not start ({said[-1] if said else line.strip() or 'no output'})")
     host, port = line.split(" at http://")[1].split()[0].rsplit(":", 1)
     return process, host, int(port)
 
@@ -126,7 +128,7 @@ def main():
         memory["end"], memory["peak"] = resident_mb(process.pid), resident_mb(process.pid, "VmHWM")
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.communicate(timeout=30)
 
     errors = sum(status != 200 for status in statuses)
     print(f"\n{runtime.cpu_name()}, {os.cpu_count()} cores")
