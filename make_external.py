@@ -200,7 +200,8 @@ def not_ours(target):
         return []
     found = [path for path in target.iterdir() if not (path.is_dir() and path.name in map(str, range(10)))]
     return found + [path for folder in target.iterdir() if folder not in found
-                    for path in folder.iterdir() if not re.fullmatch(OUR_NAMES[target.name], path.name)]
+                    for path in folder.iterdir()
+                    if not (path.is_file() and re.fullmatch(OUR_NAMES[target.name], path.name))]
 
 
 @contextlib.contextmanager
@@ -209,7 +210,8 @@ def replacing(target):
     an interrupted run leaves the set before it whole."""
     target = Path(target)
     fresh, old = target.with_name(f".{target.name}.partial"), target.with_name(f".{target.name}.old")
-    shutil.rmtree(fresh, ignore_errors=True)
+    for left in (fresh, old):  # by a run stopped half-way: while writing, or while removing the set before
+        shutil.rmtree(left, ignore_errors=True)
     fresh.mkdir(parents=True)
     try:
         yield fresh

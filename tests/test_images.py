@@ -230,13 +230,16 @@ def test_without_fonts_the_uci_sets_are_still_written(monkeypatch, tmp_path, cap
     assert len(list((tmp_path / "uci-tune").rglob("*.png"))) == 899 and not (tmp_path / "tune").exists()
 
 
-@pytest.mark.parametrize("mine", ["uci-tune/notes.txt", "uci-tune/3/notes.txt", "uci-tune/3/my-photo.png",
-                                  "heldout/7/scan-from-my-class.jpg"])
-def test_files_make_external_did_not_write_are_never_removed(tmp_path, mine):
+@pytest.mark.parametrize("mine, named", [
+    ("uci-tune/notes.txt", "notes.txt"), ("uci-tune/3/notes.txt", "notes.txt"),
+    ("uci-tune/3/my-photo.png", "my-photo.png"), ("heldout/7/scan-from-my-class.jpg", "scan-from-my-class.jpg"),
+    ("uci-tune/3/uci-0099.png/notes.txt", "uci-0099.png"),  # a folder, named as a picture of ours would be
+])
+def test_files_make_external_did_not_write_are_never_removed(tmp_path, mine, named):
     make_external.write_uci(tmp_path)  # a set written before, to which a file of the user's was added
     (tmp_path / mine).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / mine).write_text("mine")
-    with pytest.raises(SystemExit, match=rf"holds files make_external.py did not write \({mine.rsplit('/', 1)[1]}\)"):
+    with pytest.raises(SystemExit, match=rf"holds files make_external.py did not write \({named}\)"):
         make_external.main(["--out", str(tmp_path)])
     assert (tmp_path / mine).read_text() == "mine"
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted({"uci-tune", "uci-heldout", mine.split("/")[0]})
@@ -244,6 +247,8 @@ def test_files_make_external_did_not_write_are_never_removed(tmp_path, mine):
 
 def test_a_set_written_again_takes_the_old_ones_place(tmp_path):
     make_external.write_uci(tmp_path)
+    (tmp_path / ".uci-tune.old" / "3").mkdir(parents=True)  # a run stopped while it removed the set before
+    (tmp_path / ".uci-tune.old" / "3" / "uci-0001.png").write_bytes(b"")
     make_external.write_uci(tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["uci-heldout", "uci-tune"]  # no old copy hidden
 
