@@ -30,6 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
@@ -118,8 +123,9 @@ def log(message):
 def atomic_write(path, mode="wb"):
     """Open a temp file beside `path`; rename it over `path` only if the block finishes.
 
-    A crash or kill at any instant leaves either the old file or the new one, never half of one. A folder
-    that cannot be written, or a full disk, is a DataError saying so.
+    A crash or kill at any instant leaves either the old file or the new one, never half of one (and a temp
+    file that remove_stale_temp_files takes away). A folder that cannot be written, or a full disk, is a
+    DataError saying so.
     """
     path = Path(path)
     try:
@@ -129,11 +135,13 @@ def atomic_write(path, mode="wb"):
         raise DataError(f"cannot write {path} ({e.strerror}); choose a folder you can write to") from None
     try:
         with os.fdopen(fd, mode) as f:
+            if fcntl is not None:  # held until the file has its name: no other process takes it for a leftover
+                fcntl.flock(f, fcntl.LOCK_EX)
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; give them the usual mode
-        os.replace(tmp, path)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; give them the usual mode
+            os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
@@ -142,6 +150,19 @@ def atomic_write(path, mode="wb"):
             raise DataError(f"could not write {path}: {full.strerror}; it was left as it was. Free some disk "
                             "space and try again") from None
         raise
+
+
+def remove_stale_temp_files(folder):
+    """Remove the temp files of atomic_write in `folder` that a killed writer left; one at work (another
+    script writing into the same folder) holds a lock on its own and is left alone."""
+    for path in Path(folder).glob(".*.tmp"):
+        try:
+            with open(path, "rb") as f:
+                if fcntl is not None:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink()
+        except OSError:  # in use (locked; on Windows, open), or gone meanwhile
+            pass
 
 
 def disk_full(error):

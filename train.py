@@ -257,10 +257,7 @@ def prepare_run_dir(args):
                            "start it again, or --run-dir for a new one")
     if holds_a_run and args.overwrite:  # only where a run is: a folder of other files keeps them
         remove_earlier_run(run_dir)
-    # Left by a train.py write that was killed (the real file is whole). Only train.py's own: an evaluate.py
-    # writing into the folder now has temp files of its own there.
-    for stale in (path for name in checkpoints.TRAINING_FILES for path in run_dir.glob(f".{name}.*.tmp")):
-        stale.unlink(missing_ok=True)
+    data.remove_stale_temp_files(run_dir)  # left by writes that were killed; the real files are whole
     return run_dir
 
 

@@ -444,6 +444,7 @@ def test_the_curves_of_an_earlier_best_pt_are_of_its_whole_run(trained_run, real
     checkpoint = checkpoints.load(run_dir / "last.pt")
     checkpoint["history"], checkpoint["epoch"] = checkpoint["history"][:1], 1
     checkpoints.save(run_dir / "best.pt", checkpoint)  # best.pt from epoch 1 of the run's 2
+    (run_dir / ".predictions.csv.k9x.tmp").write_bytes(b"")  # left by an evaluation killed before
     drawn = []
 
     def plot_history(history, *args, **kwargs):
@@ -456,6 +457,7 @@ def test_the_curves_of_an_earlier_best_pt_are_of_its_whole_run(trained_run, real
     assert drawn == [[1, 2]]
     # Stopped before the end, evaluate.py left no metrics.json that plot.py would take for a whole evaluation.
     assert not (run_dir / "metrics.json").exists()
+    assert not (run_dir / ".predictions.csv.k9x.tmp").exists()
 
 
 def test_the_curves_are_of_the_checkpoints_own_run(tmp_path):

@@ -182,14 +182,17 @@ def test_a_run_whose_last_pt_was_deleted_is_still_not_overwritten(trained_run, r
     assert "holds a run whose last.pt is gone" in line and "--overwrite" in line
 
 
-def test_a_start_removes_only_train_pys_own_leftover_temp_files(tmp_path):
-    killed = [tmp_path / ".last.pt.k3j9.tmp", tmp_path / ".history.csv.x1.tmp"]  # writes of a killed train.py
-    writing = [tmp_path / ".grad_cam.png.p2q.tmp", tmp_path / ".metrics.json.r7.tmp"]  # an evaluate.py at work
-    for path in killed + writing:
+def test_a_start_removes_leftover_temp_files_but_not_those_being_written(tmp_path):
+    killed = [tmp_path / ".last.pt.k3j9.tmp", tmp_path / ".predictions.csv.x1.tmp"]  # a train.py, an evaluate.py
+    for path in killed:
         path.write_bytes(b"")
     (tmp_path / "last.pt").write_bytes(b"")
-    train.prepare_run_dir(argparse.Namespace(run_dir=tmp_path, resume=True, overwrite=False))
-    assert [path.exists() for path in killed + writing] == [False, False, True, True]
+    with data.atomic_write(tmp_path / "accuracy.png") as f:  # an evaluate.py redrawing the curves right now
+        f.write(b"drawn")
+        train.prepare_run_dir(argparse.Namespace(run_dir=tmp_path, resume=True, overwrite=False))
+        assert len(list(tmp_path.glob(".accuracy.png.*.tmp"))) == 1
+    assert not any(path.exists() for path in killed)
+    assert (tmp_path / "accuracy.png").read_bytes() == b"drawn" and not list(tmp_path.glob(".*.tmp"))
 
 
 @pytest.mark.parametrize("option, said", [
