@@ -174,7 +174,7 @@ def weights_digest(checkpoint):
     weights they are of: a name and an epoch can be another run's (a folder trained again, a copied file)."""
     digest = hashlib.sha256()
     for name, tensor in checkpoint["model"].items():
-        digest.update(name.encode())
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}\n".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
 

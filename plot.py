@@ -267,8 +267,8 @@ def plot_preprocessing(examples, path):
 # Comparing runs
 
 # config.json keys that say where, how or with what a run was made, not what it is.
-NOT_THE_RECIPE = cli.RUNTIME_OPTIONS | {"device_used", "torch", "torchvision", "python", "code", "command",
-                                        "precision", "precision_reason"}
+NOT_THE_RECIPE = cli.RUNTIME_OPTIONS | {"device_used", "torch", "torchvision", "python", "code",
+                                        "resumed_with_code", "command", "precision", "precision_reason"}
 
 
 @dataclasses.dataclass
@@ -278,12 +278,25 @@ class Run:
     history: list
     test_acc: float | None
     external: dict  # images folder (its path, or its name if evaluate.py did not record one) -> accuracy
+    note: str | None = None  # why its evaluation is not shown, where it has one
 
     @property
     def finished(self):
         """Whether the run went through its epochs, or stopped at its --target-acc: if not, it is no sample."""
         return (len(self.history) >= self.recipe["epochs"]
                 or checkpoints.reached_target(self.history, self.recipe.get("target_acc")))
+
+
+def why_not_shown(folder, metrics, best_weights):
+    """Why the test accuracy in `folder`'s metrics.json is not shown (None if it is, or there is none)."""
+    if not metrics or (best_weights is not None and metrics.get("weights") == best_weights):
+        return None
+    if best_weights is None:
+        return f"{folder}: its best.pt is gone (or does not load), so its metrics.json is of nothing there"
+    again = f"`python evaluate.py --run-dir {cli.quoted(folder)}` gives its test accuracy"
+    if metrics.get("weights") is None:
+        return f"{folder}: its metrics.json is from an evaluate.py that did not say whose weights it was of; {again}"
+    return f"{folder}: its metrics.json is of other weights than its best.pt's now; {again}"
 
 
 def evaluated_accuracy(metrics, best_weights):
@@ -321,7 +334,8 @@ def read_run(folder):
     if not history:
         raise cli.RunError(f"{folder}: no completed epoch (stopped before its first one ended?)")
     best = checkpoints.digest_of(folder / "best.pt")
-    test_acc = evaluated_accuracy(checkpoints.read_results(folder / "metrics.json"), best)
+    evaluated = checkpoints.read_results(folder / "metrics.json")
+    test_acc = evaluated_accuracy(evaluated, best)
     external = {}
     for name, path in checkpoints.external_results(folder).items():
         metrics = checkpoints.read_results(path)
@@ -331,7 +345,7 @@ def read_run(folder):
     recipe = {**cli.ADDED_LATER, **{key: value for key, value in config.items() if key not in NOT_THE_RECIPE}}
     # Before --precision, the forward pass ran in bf16 on CUDA and in fp32 everywhere else.
     recipe.setdefault("precision_used", "bf16" if str(config.get("device_used", "")).startswith("cuda") else "fp32")
-    return Run(folder, recipe, history, test_acc, external)
+    return Run(folder, recipe, history, test_acc, external, why_not_shown(folder, evaluated, best))
 
 
 def differing_options(runs):
@@ -341,15 +355,19 @@ def differing_options(runs):
 
 
 # train.py's options whose config.json name is not the option's own.
-OPTION_NAMES = {"degrees": "rotation"}
+OPTION_NAMES = {"degrees": "rotation", "precision_used": "precision"}
 
 
 def describe(recipe, keys):
-    """The options `keys` as train.py's command line names them; a run from before an option existed did
-    not record it."""
-    names = {key: OPTION_NAMES.get(key, key).replace("_", "-") for key in keys}
-    return ", ".join(f"{names[key]}={recipe[key]}" if key in recipe else f"{names[key]} not recorded"
-                     for key in keys)
+    """The options `keys` as train.py's command line names them (an option not given: its default)."""
+    def option(key):
+        name = OPTION_NAMES.get(key, key).replace("_", "-")
+        if key not in recipe:  # a run from before the option existed
+            return f"{name} not recorded"
+        if key == "augment":
+            return "augmented" if recipe[key] else "no-augment"
+        return f"{name}={'default' if recipe[key] is None else recipe[key]}"
+    return ", ".join(option(key) for key in keys)
 
 
 def mean_and_std(values):
@@ -487,9 +505,8 @@ def main(argv=None):
         except cli.RunError as e:
             print(f"skipped: {e}", file=sys.stderr)
             continue
-        if runs[-1].test_acc is None and (where / "metrics.json").is_file():
-            print(f"note: {folder}: its metrics.json is not of the weights in its best.pt now, so its test accuracy "
-                  f"is left out; `python evaluate.py --run-dir {cli.quoted(folder)}` gives it", file=sys.stderr)
+        if runs[-1].note:
+            print(f"note: {runs[-1].note}", file=sys.stderr)
     if not runs:
         sys.exit("error: no run to compare; pass run folders written by train.py")
     text = comparison_markdown(runs)

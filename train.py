@@ -342,8 +342,9 @@ def what_next(run_dir, history, data_dir, plotted=True):
         command += f" --data-dir {cli.quoted(data_dir)}"
     evaluated = checkpoints.read_results(run_dir / "metrics.json")
     stale = ""
-    if evaluated and (evaluated.get("weights") is None
-                      or evaluated["weights"] != checkpoints.digest_of(run_dir / "best.pt")):
+    if evaluated and evaluated.get("weights") is None:
+        stale = " (its results are from an evaluate.py that did not say whose weights they were of)"
+    elif evaluated and evaluated["weights"] != checkpoints.digest_of(run_dir / "best.pt"):
         epoch = checkpoints.evaluated_epoch(evaluated)
         stale = f" (its results are of an earlier best.pt{f', epoch {epoch}' if epoch else ''})"
     return (f"Best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); checkpoints "
@@ -409,6 +410,9 @@ def train(args, device, given):
         restore_training_state(checkpoint, run_dir, model, averaged, optimizer, scheduler, device)
         history, best_val_acc = checkpoint["history"], checkpoint["best_val_acc"]
         start_epoch = checkpoint["epoch"] + 1
+        started_with = checkpoint["config"].get("code", config["code"])  # the code of the epochs so far
+        if started_with != config["code"]:
+            config.update(code=started_with, resumed_with_code=config["code"])
         # Asked only now that the state is restored, so that a last.pt this code cannot continue is refused,
         # not called finished (the cost: the data is read, or fetched into a new --data-dir, first).
         if start_epoch > args.epochs or checkpoints.reached_target(history, args.target_acc):

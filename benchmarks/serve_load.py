@@ -36,7 +36,11 @@ def start_server(path):
     # Its stderr is read only if it fails to start; when stopped, it says so there, which is no news here.
     process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--checkpoint", str(path), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
+    try:
+        line = process.stdout.readline()
+    except BaseException:  # stopped while it starts: it must not go on serving, orphaned
+        process.kill()
+        raise
     if " at http://" not in line:
         process.kill()
         said = process.communicate()[1].strip().splitlines()

@@ -97,7 +97,7 @@ def test_a_run_stopped_early_is_said_to_be_and_is_no_seed_sample(runs, tmp_path)
     reached = write_run(tmp_path / "a4", 4, [0.97, 0.993], test_acc=0.994, target_acc=0.993)  # stopped on target
     text = plot.comparison_markdown([plot.read_run(run) for run in [*runs, stopped, reached]])
     rows = [line for line in text.splitlines() if line.startswith("| ")]
-    assert rows[5] == "| a3 | lr=0.003, seed=3, target-acc=None | 1 of 3 | 90.00% | 10 s | 97.00% |"
+    assert rows[5] == "| a3 | lr=0.003, seed=3, target-acc=default | 1 of 3 | 90.00% | 10 s | 97.00% |"
     assert rows[6].startswith("| a4 | lr=0.003, seed=4, target-acc=0.993 | 2 |")
     assert "a3 stopped after 1 of its 3 epochs, so it is in no group." in text
     assert rows[-1].startswith("| 3 seeds (0, 1, 2) |")  # a4's recipe differs (its target), a3 is left out
@@ -161,17 +161,24 @@ def test_results_of_other_weights_are_not_shown_as_best_pts(runs, tmp_path, caps
     read = [plot.read_run(folder) for folder in (a0, a1, a2)]
     assert [run.test_acc for run in read] == [None, None, None]
     assert read[1].external == {"tune": 0.97}
-    plot.main([str(a0), str(runs[3]), "--out", str(tmp_path / "out")])  # runs[3] was never evaluated: no note
+    old = write_run(tmp_path / "old", 0, [0.98])
+    (old / "metrics.json").write_text(json.dumps({"accuracy": 0.99, "checkpoint": str(old / "best.pt"), "epoch": 1}))
+    plot.main([str(a0), str(a2), str(old), str(runs[3]), "--out", str(tmp_path / "out")])  # runs[3]: never evaluated
+    again = "`python evaluate.py --run-dir {}` gives its test accuracy"
     assert capsys.readouterr().err.splitlines() == [
-        f"note: {a0}: its metrics.json is not of the weights in its best.pt now, so its test accuracy is left out; "
-        f"`python evaluate.py --run-dir {a0}` gives it"]
+        f"note: {a0}: its metrics.json is of other weights than its best.pt's now; {again.format(a0)}",
+        f"note: {a2}: its best.pt is gone (or does not load), so its metrics.json is of nothing there",
+        f"note: {old}: its metrics.json is from an evaluate.py that did not say whose weights it was of; "
+        f"{again.format(old)}"]
 
 
 def test_options_are_named_as_train_py_takes_them(tmp_path):
-    runs = [write_run(tmp_path / "warped", 0, [0.99], degrees=15.0, label_smoothing=0.05),
-            write_run(tmp_path / "plain", 0, [0.99], degrees=None, label_smoothing=0.1)]
+    runs = [write_run(tmp_path / "warped", 0, [0.99], degrees=15.0, label_smoothing=0.05, precision_used="bf16"),
+            write_run(tmp_path / "plain", 0, [0.99], degrees=None, label_smoothing=0.1, augment=False)]
     text = plot.comparison_markdown([plot.read_run(folder) for folder in runs])
-    assert "| warped | rotation=15.0, label-smoothing=0.05 |" in text  # in config.json: degrees, label_smoothing
+    # In config.json: augment, degrees, label_smoothing, precision_used.
+    assert "| warped | augmented, rotation=15.0, label-smoothing=0.05, precision=bf16 |" in text
+    assert "| plain | no-augment, rotation=default, label-smoothing=0.1, precision=fp32 |" in text
 
 
 def test_a_run_from_before_an_option_existed_counts_as_its_old_behaviour(runs):

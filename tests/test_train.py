@@ -287,6 +287,10 @@ def test_the_closing_line_names_the_data_and_says_when_the_evaluation_is_of_an_e
     line = train.what_next(tmp_path, history, "/mnt/mnist")
     assert line.endswith(f"--run-dir {tmp_path} --data-dir /mnt/mnist (its results are of an earlier best.pt, epoch 1)")
     assert "(epoch 2)" in line
+    del evaluated["weights"]  # by evaluate.py before results named their weights
+    (tmp_path / "metrics.json").write_text(json.dumps(evaluated))
+    assert train.what_next(tmp_path, history, "data").endswith(
+        "(its results are from an evaluate.py that did not say whose weights they were of)")
 
 
 def test_overwrite_into_a_folder_without_a_run_removes_nothing(real_mnist_dir, tmp_path):
@@ -330,10 +334,15 @@ def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_
     assert run_script("train.py", *common, "--run-dir", straight).returncode == 0
     code, _, _ = run_until("train.py", *common, "--run-dir", killed, marker="epoch  1/3", sig=signal.SIGKILL)
     assert code == -signal.SIGKILL
-    assert torch.load(killed / "last.pt", weights_only=True)["epoch"] < 3
+    last = torch.load(killed / "last.pt", weights_only=True)
+    assert last["epoch"] < 3
+    last["config"]["code"] = "0" * 40  # as if the epochs so far had been trained by an earlier commit
+    checkpoints.save(killed / "last.pt", last)
     resumed = run_script("train.py", "--resume", "--run-dir", killed, "--data-dir", real_mnist_dir)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
+    config = json.loads((killed / "config.json").read_text())
+    assert config["code"] == "0" * 40 and config["resumed_with_code"] == train.code_version()
     a, b = torch.load(straight / "last.pt", weights_only=True), torch.load(killed / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
     assert [r["val_loss"] for r in a["history"]] == [r["val_loss"] for r in b["history"]]
