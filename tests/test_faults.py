@@ -104,7 +104,8 @@ def test_ctrl_c_while_the_curves_are_drawn_says_the_training_finished(real_mnist
     run_dir = tmp_path / "run"
     # The signal lands inside plot_history, at the one moment a timed kill cannot be sure to hit.
     interrupt_the_plots = ("import os, signal, sys, time; import cli, plot, train; "
-                           "plot.plot_history = lambda *_: (os.kill(os.getpid(), signal.SIGINT), time.sleep(60)); "
+                           "plot.plot_history = lambda *_, **__: (os.kill(os.getpid(), signal.SIGINT), "
+                           "time.sleep(60)); "
                            "cli.run(train.main)")
     result = subprocess.run([sys.executable, "-c", interrupt_the_plots, "--epochs", "1", *map(str, TINY_RUN),
                              "--data-dir", str(real_mnist_dir), "--run-dir", str(run_dir)],
