@@ -127,15 +127,15 @@ def test_ctrl_c_while_last_pt_loads_is_a_stop_not_a_damaged_checkpoint(monkeypat
         checkpoints.load(tmp_path / "last.pt")
 
 
-@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_stopping_evaluate_is_one_line_and_leaves_whole_files(trained_run, real_mnist_dir, tmp_path, sig, code, said):
+def test_stopping_evaluate_is_one_line_and_leaves_whole_files(trained_run, real_mnist_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run[0], run_dir)
-    # The report is printed just before the results are written: the signal lands among the writes.
+    # The report is printed just before the results are written: the signal lands among the writes. (SIGTERM,
+    # as `kill` or a cluster's time limit sends it; Ctrl-C takes the same way out, by cli.run.)
     returned, _, err = run_until("evaluate.py", "--run-dir", run_dir, "--data-dir", real_mnist_dir,
-                                 marker="test images", sig=sig)
-    assert returned == code and "Traceback" not in err
-    assert err.strip().splitlines() == [f"stopped by {said}"]
+                                 marker="test images", sig=signal.SIGTERM)
+    assert returned == 143 and "Traceback" not in err
+    assert err.strip().splitlines() == ["stopped by SIGTERM"]
     for path in run_dir.glob("*.json"):
         json.loads(path.read_text())
     assert not any(run_dir.rglob(".*.tmp"))

@@ -236,21 +236,28 @@ def test_without_fonts_the_uci_sets_are_still_written(monkeypatch, tmp_path, cap
     ("uci-tune/3/uci-0099.png/notes.txt", "uci-0099.png"),  # a folder, named as a picture of ours would be
 ])
 def test_files_make_external_did_not_write_are_never_removed(tmp_path, mine, named):
-    make_external.write_uci(tmp_path)  # a set written before, to which a file of the user's was added
-    (tmp_path / mine).parent.mkdir(parents=True, exist_ok=True)
+    for kept in ("uci-tune/3/uci-0002.png", "heldout/7/pen-4.jpg", "heldout/7/font-Humor-Sans-0.png"):
+        (tmp_path / kept).parent.mkdir(parents=True, exist_ok=True)  # a set written before ...
+        (tmp_path / kept).write_bytes(b"")
+    (tmp_path / mine).parent.mkdir(parents=True, exist_ok=True)  # ... to which a file of the user's was added
     (tmp_path / mine).write_text("mine")
     with pytest.raises(SystemExit, match=rf"holds files make_external.py did not write \({named}\)"):
         make_external.main(["--out", str(tmp_path)])
     assert (tmp_path / mine).read_text() == "mine"
-    assert sorted(path.name for path in tmp_path.iterdir()) == sorted({"uci-tune", "uci-heldout", mine.split("/")[0]})
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["heldout", "uci-tune"]  # nothing written or removed
 
 
 def test_a_set_written_again_takes_the_old_ones_place(tmp_path):
-    make_external.write_uci(tmp_path)
-    (tmp_path / ".uci-tune.old" / "3").mkdir(parents=True)  # a run stopped while it removed the set before
-    (tmp_path / ".uci-tune.old" / "3" / "uci-0001.png").write_bytes(b"")
-    make_external.write_uci(tmp_path)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["uci-heldout", "uci-tune"]  # no old copy hidden
+    for picture in ("first.png", "second.png"):
+        with make_external.replacing(tmp_path / "uci-tune") as fresh:
+            (fresh / "3").mkdir()
+            (fresh / "3" / picture).write_bytes(b"")
+    assert [path.name for path in tmp_path.iterdir()] == ["uci-tune"]  # no old copy hidden
+    assert [path.name for path in (tmp_path / "uci-tune" / "3").iterdir()] == ["second.png"]
+    (tmp_path / ".uci-tune.old" / "3").mkdir(parents=True)  # left by a run stopped while it removed the set before
+    with make_external.replacing(tmp_path / "uci-tune") as fresh:
+        (fresh / "3").mkdir()
+    assert [path.name for path in tmp_path.iterdir()] == ["uci-tune"]
 
 
 def test_an_interrupted_set_leaves_the_one_before_whole(monkeypatch, tmp_path):
