@@ -136,7 +136,8 @@ def atomic_write(path, mode="wb"):
     try:
         with os.fdopen(fd, mode) as f:
             if fcntl is not None:  # held until the file has its name: no other process takes it for a leftover
-                fcntl.flock(f, fcntl.LOCK_EX)
+                with contextlib.suppress(OSError):  # a file system without locks: the write goes on unlocked
+                    fcntl.flock(f, fcntl.LOCK_EX)
             yield f
             f.flush()
             os.fsync(f.fileno())
