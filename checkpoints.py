@@ -187,6 +187,12 @@ def digest_of(path):
         return None
 
 
+def results_are_of(metrics, weights):
+    """Whether evaluate.py's `metrics` (from read_results) are of the weights whose weights_digest is
+    `weights` (None, where there is no checkpoint: of no weights)."""
+    return weights is not None and metrics.get("weights") == weights
+
+
 def evaluated_epoch(metrics):
     """The epoch of the best.pt whose results `metrics` (from read_results) are; None if they are none, or
     those of another checkpoint."""

@@ -289,7 +289,7 @@ class Run:
 
 def why_not_shown(folder, metrics, best_weights):
     """Why the test accuracy in `folder`'s metrics.json is not shown (None if it is, or there is none)."""
-    if not metrics or (best_weights is not None and metrics.get("weights") == best_weights):
+    if not metrics or checkpoints.results_are_of(metrics, best_weights):
         return None
     if best_weights is None:
         return f"{folder}: its best.pt is gone (or does not load), so its metrics.json is of nothing there"
@@ -303,7 +303,7 @@ def evaluated_accuracy(metrics, best_weights):
     """The accuracy in evaluate.py's `metrics` (from checkpoints.read_results) if it is that of the weights in
     the run's best.pt now (`best_weights`, their checkpoints.weights_digest); None if there is none, or it is of
     other weights: last.pt's, an earlier best.pt's (evaluated while the run went on), a run since replaced."""
-    if best_weights is None or metrics.get("weights") != best_weights:
+    if not checkpoints.results_are_of(metrics, best_weights):
         return None
     try:
         return float(metrics["accuracy"])

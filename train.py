@@ -344,7 +344,7 @@ def what_next(run_dir, history, data_dir, plotted=True):
     stale = ""
     if evaluated and evaluated.get("weights") is None:
         stale = " (its results are from an evaluate.py that did not say whose weights they were of)"
-    elif evaluated and evaluated["weights"] != checkpoints.digest_of(run_dir / "best.pt"):
+    elif evaluated and not checkpoints.results_are_of(evaluated, checkpoints.digest_of(run_dir / "best.pt")):
         epoch = checkpoints.evaluated_epoch(evaluated)
         stale = f" (its results are of an earlier best.pt{f', epoch {epoch}' if epoch else ''})"
     return (f"Best validation accuracy {best['val_acc']:.4f} (epoch {best['epoch']}); checkpoints "
