@@ -285,12 +285,14 @@ def test_predict_reads_digits_drawn_by_the_test(reader_run, real_mnist_dir, tmp_
     assert "note: confidences as trained, not calibrated" in result.stderr  # evaluate.py has not run on it
     guesses = {line.split(": ")[0]: int(line.split(": ")[1][0]) for line in result.stdout.splitlines()}
     assert len(guesses) == 11, result.stdout
+    assert list(guesses) == sorted(guesses)  # a folder's files by name, not in the order the folder lists them
     right = sum(guesses[str(p)] == int(labels[i]) for i, p in enumerate(paths))
     assert right >= 9, result.stdout
     assert guesses[str(tmp_path / "drawn-one.png")] == 1, result.stdout
-    result = run_script("predict.py", tmp_path / "empty", paths[0], "--run-dir", reader_run)
+    result = run_script("predict.py", tmp_path / "empty", paths[0], "--run-dir", reader_run, "--top", 20)
     assert result.returncode == 1 and "empty: error: no image files in this folder" in result.stderr
     assert result.stdout.startswith(f"{paths[0]}: ")
+    assert result.stdout.count("%)") == 10  # --top beyond the classes lists them all
 
 
 # --- calibration ------------------------------------------------------------------------------
