@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import one_line_error, run_script
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
 from sklearn.datasets import load_digits
 
 import checkpoints
@@ -142,6 +143,54 @@ def test_a_float_picture_in_0_to_1_is_read_like_its_8_bit_copy(tmp_path, dataset
     Image.fromarray(np.asarray(picture, dtype=np.float32) / 255).save(tmp_path / "seven.tiff")  # mode F
     read = images.to_input(tmp_path / "seven.tiff", dataset)
     assert similarity(read, images.to_input(picture, dataset)) > 0.99
+
+
+def test_a_float_picture_whose_white_is_exactly_1_is_read(tmp_path):
+    picture = on_paper(7, ink=0, paper=255)
+    Image.fromarray(np.asarray(picture, dtype=np.float32) / 255).save(tmp_path / "seven.tiff")
+    assert similarity(images.image_to_mnist(tmp_path / "seven.tiff"), images.image_to_mnist(picture)) > 0.99
+
+
+def test_a_photo_taken_sideways_is_turned_as_its_exif_says(tmp_path):
+    upright = on_paper(7).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view, as phones save a photo held sideways
+    upright.rotate(90, expand=True).save(tmp_path / "seven.jpg", exif=exif, quality=95)
+    upright.rotate(90, expand=True).save(tmp_path / "no-exif.jpg", quality=95)
+    seven = images.image_to_mnist(upright)
+    assert similarity(images.image_to_mnist(tmp_path / "seven.jpg"), seven) > 0.95
+    assert similarity(images.image_to_mnist(tmp_path / "no-exif.jpg"), seven) < 0.8  # what is read without it
+
+
+def test_picture_files_are_told_by_their_extension_in_any_case(tmp_path):
+    for name in ("IMG_0001.JPG", "scan.Png", "notes.txt", "scan.pdf"):  # Pillow writes PDF but cannot read it
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in sorted(tmp_path.iterdir()) if images.is_picture_file(p)] == ["IMG_0001.JPG", "scan.Png"]
+
+
+def test_a_picture_over_the_pixel_limit_is_refused_with_the_fix():
+    with pytest.raises(images.ImageError, match=r"too large \(100x80 pixels, over the limit of 5,000\); scale it down"):
+        images.open_grey(Image.new("L", (100, 80)), max_pixels=5000)
+
+
+@pytest.mark.parametrize("digit", [1, 3, 7])
+def test_the_digit_is_placed_with_its_centre_of_mass_at_the_centre(digit):
+    # MNIST's rule; the frame's centre is (14, 14) in the pixel-index coordinates center_of_mass uses.
+    picture = Image.new("L", (400, 300), 255)
+    picture.paste(on_paper(digit, paper=255), (190, 20))  # well off the picture's centre
+    row, column = ndimage.center_of_mass(ink_of(images.image_to_mnist(picture)).numpy())
+    assert abs(row - 14) <= 0.5 and abs(column - 14) <= 0.5, (row, column)
+
+
+def test_a_product_photo_becomes_a_centred_light_on_black_fashion_input():
+    photo = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(photo).rectangle([20, 40, 119, 339], fill=40)  # a dark product, 100 x 300, off-centre
+    x = images.image_to_fashion(photo)
+    pixels = data.denormalize(x[0], data.FASHION_MNIST).numpy()
+    assert pixels.max() == pytest.approx(1, abs=0.01) and np.median(pixels) == pytest.approx(0, abs=0.01)
+    inked = np.flatnonzero(pixels.max(0) > 0.5)  # the product's columns: longer side 28, so about 9 wide
+    assert (pixels.max(1) > 0.5).all() and 8 <= len(inked) <= 10
+    assert abs(inked[0] - (27 - inked[-1])) <= 1  # as much black on either side
 
 
 def test_a_lab_tiff_is_read_like_its_rgb_copy(tmp_path):
