@@ -208,6 +208,13 @@ def test_augmentation_strengths_past_what_makes_sense_are_refused(option, said, 
     assert said in capsys.readouterr().err
 
 
+def test_the_ends_of_each_range_are_taken():
+    args = train.parse_args(["--rotation", "180", "--blur", "1", "--shift", "0", "--weight-decay", "0",
+                             "--label-smoothing", "0", "--seed", str(2**63 - 1)])
+    assert (args.degrees, args.blur, args.shift, args.weight_decay, args.label_smoothing) == (180, 1, 0, 0, 0)
+    assert args.seed == 2**63 - 1
+
+
 def test_seeds_outside_what_torch_and_numpy_take_are_refused_in_one_line(tmp_path):
     for seed in ("-1", str(2**64)):
         line = one_line_error(run_script("train.py", "--seed", seed, "--run-dir", tmp_path / "run"))
