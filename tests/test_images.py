@@ -243,6 +243,18 @@ def test_a_dot_on_a_drawing_is_no_digit():
     assert ink_of(images.image_to_mnist(short_one)).max() > 0.9
 
 
+
+def test_strokes_are_drawn_as_on_the_web_pages_pad():
+    # The shapes the browser test draws and make_external.py's pen sets are made of: dark on white, a pen a
+    # thirteenth of the pad wide with round ends, and a 0 taller than wide.
+    one = np.asarray(strokes.render(1, size=260))
+    assert one[0, 0] == 255 and one.min() == 0
+    assert (one[130] < 128).sum() == 20  # the stem, where it crosses the middle row
+    top_x, top_y = (round(v * 260) for v in strokes.DIGITS[1][0][0])
+    assert one[top_y - 8, top_x] < 128  # the round cap reaches half the pen's width past the stroke's end
+    rows, columns = np.nonzero(np.asarray(strokes.render(0)) < 128)
+    assert np.ptp(rows) > 1.5 * np.ptp(columns)
+
 # --- the external sets -------------------------------------------------------------------------
 
 
