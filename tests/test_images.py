@@ -173,6 +173,16 @@ def test_a_picture_over_the_pixel_limit_is_refused_with_the_fix():
         images.open_grey(Image.new("L", (100, 80)), max_pixels=5000)
 
 
+
+def test_only_the_strongest_tenth_of_the_ink_is_taken_for_full_strength():
+    # A stroke that fades from black to mid-grey: stretching to its 90th percentile keeps MNIST's soft
+    # grades in the rest of it, where a lower anchor would clip much of it flat at full ink.
+    fading = np.full((200, 200), 255, dtype=np.uint8)
+    fading[30:171, 92:108] = np.linspace(0, 150, 141).round().astype(np.uint8)[:, None]
+    stages = images.digit_stages(Image.fromarray(fading))
+    ink = stages["cropped"][stages["digit"][images.bounding_box(stages["digit"])]]
+    assert 0.05 <= (ink >= 0.999).mean() <= 0.15
+
 @pytest.mark.parametrize("digit", [1, 3, 7])
 def test_the_digit_is_placed_with_its_centre_of_mass_at_the_centre(digit):
     # MNIST's rule; the frame's centre is (14, 14) in the pixel-index coordinates center_of_mass uses.
