@@ -98,6 +98,18 @@ def test_specks_and_smudges_away_from_the_digit_are_ignored():
     assert similarity(images.image_to_mnist(dirty), images.image_to_mnist(picture)) > 0.97
 
 
+@pytest.mark.parametrize("part", [(175, 10, 250, 15), (137, 90, 141, 94)], ids=["a-bar-apart", "a-dot-beside"])
+def test_a_part_of_the_digit_that_does_not_touch_it_is_kept(part):
+    # A 5 whose top bar was lifted off the paper (a quarter of the body's ink, well away from it), or an
+    # i-like dot just beside the stem (far less ink than a speck's share, but next to the digit).
+    photo = Image.new("L", (256, 256), 225)  # at the working size, so the mask has the picture's coordinates
+    ImageDraw.Draw(photo).rectangle([120, 50, 131, 205], fill=30)
+    ImageDraw.Draw(photo).rectangle(part, fill=30)
+    digit = images.digit_stages(scanned(photo))["digit"]
+    left, top, right, bottom = part
+    assert digit[top:bottom + 1, left:right + 1].all() and digit[50:206, 120:132].all()
+
+
 def test_a_faint_thin_stroke_is_kept_whole():
     # A 7 whose top bar is a faint pencil line and whose stem is dark.
     picture = Image.new("L", (200, 200), 230)
