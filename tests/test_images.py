@@ -135,6 +135,13 @@ def test_pencil_and_marker_strokes_come_out_mnist_wide(pen):
     assert low - 0.6 <= width <= high + 0.6, width
 
 
+def test_a_bold_digit_that_thinning_would_wipe_out_is_left_as_it_is(monkeypatch):
+    # A faint bold digit can have nothing over half strength once thinned; it is then read unthinned.
+    monkeypatch.setattr(images.ndimage, "grey_erosion", lambda pixels, footprint: np.zeros_like(pixels))
+    bold = on_paper(4, pen=30)
+    assert ink_of(images.image_to_mnist(bold)).max() > 0.9
+
+
 def test_a_stroke_is_as_wide_with_or_without_a_margin_around_it():
     bar = np.ones((20, 3), dtype=np.float32)  # a straight 1, cropped to its ink
     assert images.stroke_width(bar) == images.stroke_width(np.pad(bar, 4)) > 0
