@@ -315,7 +315,6 @@ def test_elastic_warp_alone_keeps_the_ink_in_place_on_average():
     assert warped.sum().item() == pytest.approx(x.sum().item(), rel=0.1)
 
 
-
 def bar_images(n=64):
     x = torch.zeros(n, 1, 28, 28)
     x[:, :, 6:22, 12:16] = 1.0

@@ -192,7 +192,6 @@ def test_a_picture_over_the_pixel_limit_is_refused_with_the_fix():
         images.open_grey(Image.new("L", (100, 80)), max_pixels=5000)
 
 
-
 def test_only_the_strongest_tenth_of_the_ink_is_taken_for_full_strength():
     # A stroke that fades from black to mid-grey: stretching to its 90th percentile keeps MNIST's soft
     # grades in the rest of it, where a lower anchor would clip much of it flat at full ink.
@@ -201,6 +200,7 @@ def test_only_the_strongest_tenth_of_the_ink_is_taken_for_full_strength():
     stages = images.digit_stages(Image.fromarray(fading))
     ink = stages["cropped"][stages["digit"][images.bounding_box(stages["digit"])]]
     assert 0.05 <= (ink >= 0.999).mean() <= 0.15
+
 
 @pytest.mark.parametrize("digit", [1, 3, 7])
 def test_the_digit_is_placed_with_its_centre_of_mass_at_the_centre(digit):
@@ -272,7 +272,6 @@ def test_a_dot_on_a_drawing_is_no_digit():
     assert ink_of(images.image_to_mnist(short_one)).max() > 0.9
 
 
-
 def test_strokes_are_drawn_as_on_the_web_pages_pad():
     # The shapes the browser test draws and make_external.py's pen sets are made of: dark on white, a pen a
     # thirteenth of the pad wide with round ends, and a 0 taller than wide.
@@ -283,6 +282,7 @@ def test_strokes_are_drawn_as_on_the_web_pages_pad():
     assert one[top_y - 8, top_x] < 128  # the round cap reaches half the pen's width past the stroke's end
     rows, columns = np.nonzero(np.asarray(strokes.render(0)) < 128)
     assert np.ptp(rows) > 1.5 * np.ptp(columns)
+
 
 # --- the external sets -------------------------------------------------------------------------
 

@@ -40,7 +40,6 @@ CNN(
 )"""
 
 
-
 def test_module_tree_is_the_seeds():
     assert str(CNN()) == SEED_TREE
     assert sum(p.numel() for p in CNN().parameters()) == 3_256_926
