@@ -135,9 +135,7 @@ def atomic_write(path, mode="wb"):
         raise DataError(f"cannot write {path} ({e.strerror}); choose a folder you can write to") from None
     try:
         with os.fdopen(fd, mode) as f:
-            if fcntl is not None:  # held until the file has its name: no other process takes it for a leftover
-                with contextlib.suppress(OSError):  # a file system without locks: the write goes on unlocked
-                    fcntl.flock(f, fcntl.LOCK_EX)
+            lock(f)  # held until the file has its name, so that no other process takes it for a leftover
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -159,11 +157,25 @@ def remove_stale_temp_files(folder):
     for path in Path(folder).glob(".*.tmp"):
         try:
             with open(path, "rb") as f:
-                if fcntl is not None:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                path.unlink()
-        except OSError:  # in use (locked; on Windows, open), or gone meanwhile
+                if lock(f, wait=False):  # where nothing can be locked, a writer at work cannot be told apart
+                    path.unlink()
+        except OSError:  # in use (locked), or gone meanwhile
             pass
+
+
+def lock(f, wait=True):
+    """Take an exclusive lock (flock) on `f`, an open file or folder, or its descriptor; it goes with the
+    file's closing or the process's end. True once held; False where nothing can be locked (Windows, some
+    network file systems). Without `wait`, a lock another holds is a BlockingIOError."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        raise
+    except OSError:
+        return False
+    return True
 
 
 def disk_full(error):

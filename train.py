@@ -27,11 +27,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-try:
-    import fcntl
-except ImportError:  # Windows, where run folders go unlocked
-    fcntl = None
-
 import checkpoints
 import cli
 import data
@@ -195,21 +190,19 @@ def lock_folder(path):
     """An open descriptor of the folder `path` holding an exclusive lock on it, or None where it cannot be
     locked (Windows, some network file systems, a folder that can be written but not read); RunError if
     another process holds the lock."""
-    if fcntl is None:
-        return None
     try:
         folder = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
+        if data.lock(folder, wait=False):
+            return folder
+    except BlockingIOError:
         os.close(folder)
-        if isinstance(e, BlockingIOError):
-            raise cli.RunError(f"{path} is in use by another train.py; wait for it to end (or stop it), or pass "
-                               "--run-dir for a new run") from None
-        return None
-    return folder
+        raise cli.RunError(f"{path} is in use by another train.py; wait for it to end (or stop it), or pass "
+                           "--run-dir for a new run") from None
+    os.close(folder)
+    return None
 
 
 @contextlib.contextmanager

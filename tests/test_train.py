@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import errno
 import json
 import platform
 import shutil
@@ -193,6 +194,25 @@ def test_a_start_removes_leftover_temp_files_but_not_those_being_written(tmp_pat
     assert not any(path.exists() for path in killed)
     assert (tmp_path / "accuracy.png").read_bytes() == b"drawn" and not list(tmp_path.glob(".*.tmp"))
 
+
+
+def test_where_nothing_can_be_locked_runs_and_writes_go_on_unlocked(tmp_path, monkeypatch):
+    with open(tmp_path / "a", "wb") as first, open(tmp_path / "a", "rb") as second:
+        assert data.lock(first)
+        with pytest.raises(BlockingIOError):  # what tells a run folder or a temp file in use
+            data.lock(second, wait=False)
+
+    def refused(*args):  # as on a network file system without locks
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(data.fcntl, "flock", refused)
+    assert train.lock_folder(tmp_path) is None
+    with data.atomic_write(tmp_path / "out.txt", "w") as f:
+        f.write("written")
+    assert (tmp_path / "out.txt").read_text() == "written"
+    (tmp_path / ".out.txt.k3j9.tmp").write_bytes(b"")  # a writer at work or a leftover: it cannot be told
+    data.remove_stale_temp_files(tmp_path)
+    assert (tmp_path / ".out.txt.k3j9.tmp").exists()
 
 @pytest.mark.parametrize("option, said", [
     (["--blur", "10"], "--blur: must be from 0 to 1, got 10"),
