@@ -152,8 +152,8 @@ def atomic_write(path, mode="wb"):
 
 
 def remove_stale_temp_files(folder):
-    """Remove the temp files of atomic_write in `folder` that a killed writer left; one at work (another
-    script writing into the same folder) holds a lock on its own and is left alone."""
+    """Remove the temp files of atomic_write in `folder` (if it exists) that a killed writer left; one at
+    work (another script writing into the same folder) holds a lock on its own and is left alone."""
     for path in Path(folder).glob(".*.tmp"):
         try:
             with open(path, "rb") as f:

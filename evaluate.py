@@ -410,8 +410,7 @@ def evaluate_folder(args, trained, results):
     path, checkpoint, dataset, temperature = trained.path, trained.checkpoint, trained.dataset, trained.temperature
     folder = Path(args.images).resolve()
     out_dir = checkpoints.external_dir(results, folder.name)
-    if out_dir.is_dir():
-        data.remove_stale_temp_files(out_dir)  # of an evaluation killed there before
+    data.remove_stale_temp_files(out_dir)  # of an evaluation killed there before
     earlier = checkpoints.images_folder(checkpoints.read_results(out_dir / "metrics.json"))
     if earlier not in (None, str(folder)):
         raise cli.RunError(f"{out_dir} holds the results of another folder called {folder.name}, {earlier}; "
