@@ -243,8 +243,8 @@ def trusted(c):
 def calibration_table(c):
     """The markdown tables of metrics["calibration"], after a line saying where its temperature came from."""
     note = temperature_note(c)
-    fitted = note[0].upper() + note[1:] + (" (a softmax temperature, Guo et al. 2017); predict.py and serve.py "
-                                           "apply it." if c["after"] else ".")
+    fitted = note[0].upper() + note[1:] + (": a softmax temperature (Guo et al. 2017), which predict.py and "
+                                           "serve.py apply." if c["after"] else ".")
     measures = "\n".join(f"| {name} | {c[key]['ece']:.2%} | {c[key]['nll']:.4f} | {c[key]['brier']:.4f} |"
                          for name, key in CONFIDENCES if c[key])
     given, key = trusted(c)

@@ -151,6 +151,9 @@ def test_calibration_is_reported_kept_and_used_by_predict(evaluated_run, real_mn
         assert sum(calibration[when]["bins"]["count"]) == 10000
     assert calibration["after"]["nll"] <= calibration["before"]["nll"] + 1e-6
     assert f"calibration (temperature {calibration['temperature']:.3f}" in result.stdout
+    said = (f"Temperature {calibration['temperature']:.3f}, fitted on {calibration['fitted_on']}: a softmax "
+            "temperature (Guo et al. 2017), which predict.py and serve.py apply.")
+    assert said in (run_dir / "report.md").read_text()
     # Answering only when sure, counted again from predictions.csv (its confidences are the calibrated ones;
     # they are rounded to 6 decimals, which may move an image or two across a threshold).
     assert "answering only when sure (calibrated confidences)" in result.stdout
