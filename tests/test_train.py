@@ -476,6 +476,33 @@ def test_auto_precision_takes_bf16_where_the_cpu_runs_it_faster(monkeypatch, amx
     assert precision == expected and reason.startswith("auto: ") and ("AMX" in reason or "bf16" in reason)
     assert ("no native bf16" in reason) == ("avx512_bf16" not in flags)
     assert runtime.pick_precision("fp32", "cpu") == ("fp32", "asked for")
+    if "avx512_bf16" in flags:  # asked for, bf16 is taken even where auto would not take it
+        assert runtime.pick_precision("bf16", "cpu") == ("bf16", "asked for")
+
+
+def test_an_arm_cpu_with_bf16_may_train_in_it(monkeypatch):
+    # Graviton 3 and Apple's M2 have the BF16 extension; AVX512-BF16 and AMX are x86's, so torch says no to both.
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert runtime.cpu_has_native_bf16()
+    assert runtime.pick_precision("bf16", "cpu") == ("bf16", "asked for")
+
+
+def test_cpu_fields_are_read_from_proc_cpuinfo(monkeypatch):
+    listing = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+               "model name\t: AMD EPYC 9R14 96-Core Processor\nflags\t\t: fpu avx2 avx512_bf16\n\n"
+               "processor\t: 1\nvendor_id\t: AuthenticAMD\n")
+    monkeypatch.setattr(runtime.Path, "read_text", lambda path: listing if str(path) == "/proc/cpuinfo" else "")
+    assert runtime.cpu_vendor() == "AuthenticAMD" and runtime.cpu_name() == "AMD EPYC 9R14 96-Core Processor"
+    assert runtime.cpuinfo("flags") == "fpu avx2 avx512_bf16"
+
+    def no_such_file(path):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(runtime.Path, "read_text", no_such_file)  # macOS, Windows
+    assert runtime.cpu_vendor() == "" and runtime.cpu_name()
 
 
 def test_bf16_on_a_cpu_without_bf16_is_refused_in_one_line(avx512_cpu_without_bf16):
@@ -495,6 +522,16 @@ def test_logits_of_many_pictures_are_computed_a_batch_at_a_time():
     assert torch.allclose(logits, model(x), atol=1e-5)
 
 
+def test_logits_are_of_the_model_in_eval_mode():
+    # train.py validates straight after an epoch, with the model still in training mode: dropout must be off.
+    torch.manual_seed(0)
+    model = CNN(dropout=0.5).train()
+    x = torch.randn(8, 1, 28, 28)
+    logits = runtime.logits_of(model, x)
+    assert not model.training and torch.equal(logits, runtime.logits_of(model.train(), x))
+    assert torch.allclose(logits, model.eval()(x), atol=1e-5)
+
+
 def test_bf16_inference_stays_close_to_fp32_and_returns_fp32():
     torch.manual_seed(0)
     model = CNN().eval()
@@ -502,4 +539,9 @@ def test_bf16_inference_stays_close_to_fp32_and_returns_fp32():
     fp32 = runtime.logits_of(model, images, "fp32", dataset=data.MNIST)
     bf16 = runtime.logits_of(model, images, "bf16", dataset=data.MNIST)
     assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # autocast really ran in bf16
+    computed_in = []
+    model.L3.register_forward_hook(lambda module, inputs, output: computed_in.append(output.dtype))
+    runtime.logits_of(model, images, "bf16", dataset=data.MNIST)
+    runtime.logits_of(model, images, "fp32", dataset=data.MNIST)
+    assert computed_in == [torch.bfloat16, torch.float32]  # bf16, not fp16, which would need a loss scaler
     assert torch.allclose(fp32, bf16, atol=0.05 * fp32.abs().max().item())
