@@ -47,7 +47,9 @@ def load(path):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        # "Unsupported global: GLOBAL x.y was not an allowed global", or "... GLOBAL posix.mkdir whose module
+        # posix is blocked" for the modules that run commands
+        found = re.search(r"GLOBAL (\S+)", str(e))
         what = f"it would import {found.group(1)}" if found else "it holds more than tensors and plain values"
         raise RunError(f"{path} is not a safe checkpoint ({what}); refusing to load it") from None
     except Exception as e:  # torch raises many kinds for a damaged file; the first line says enough

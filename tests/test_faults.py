@@ -5,6 +5,7 @@ full disk, numerical blow-ups and bad images. conftest.py counts these tests and
 `faults: N tried, M survived` at the end of the run.
 """
 
+import argparse
 import io
 import json
 import os
@@ -321,6 +322,35 @@ def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(trained_run, tmp_p
             checkpoints.load(tmp_path / "bad.pt")
         assert str(refused.value) == (f"{tmp_path / 'bad.pt'} is not a checkpoint ({problem}); pass a .pt file "
                                       "train.py wrote, a run's best.pt or last.pt")
+
+
+def test_each_kind_of_bad_checkpoint_is_told_for_what_it_is(tmp_path):
+    def refusal(path):
+        with pytest.raises(cli.RunError) as refused:
+            checkpoints.load(path)
+        return str(refused.value)
+
+    code = tmp_path / "code.pt"
+    hostile_checkpoint("runs-code", code, None)
+    assert refusal(code) == (f"{code} is not a safe checkpoint (it would import {os.mkdir.__module__}.mkdir); "
+                             "refusing to load it")
+    assert not (tmp_path / "code-ran").exists()
+    # torch words a class it does not allow otherwise than a module it blocks
+    torch.save({"format": checkpoints.FORMAT, "config": argparse.Namespace(epochs=6)}, tmp_path / "args.pt")
+    assert "(it would import argparse.Namespace)" in refusal(tmp_path / "args.pt")
+    for kind in ("not-ours", "format"):  # a Linear's state_dict; a checkpoint of a later format, every key there
+        path = tmp_path / f"{kind}.pt"
+        if kind == "format":
+            torch.save({key: 0 for key in checkpoints.KEYS} | {"format": "mnist-cnn-checkpoint-v2"}, path)
+        else:
+            hostile_checkpoint(kind, path, None)
+        assert refusal(path) == f"{path} is not a checkpoint written by this repo's train.py"
+    folder = tmp_path / "folder.pt"
+    hostile_checkpoint("directory", folder, None)
+    assert refusal(folder) == f"{folder} is not a file; pass the path of a .pt checkpoint"
+    # A run's last.pt that is not there: the run has not saved an epoch yet, and training it makes one.
+    assert refusal(tmp_path / "last.pt") == (f"no checkpoint at {tmp_path / 'last.pt'}; train one with `python "
+                                             f"train.py --run-dir {tmp_path}` or pass --checkpoint")
 
 
 @pytest.mark.parametrize("script", ["evaluate.py", "predict.py", "serve.py"])
