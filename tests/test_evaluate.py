@@ -327,6 +327,15 @@ def test_ece_nll_and_brier_match_hand_worked_values():
     assert bins["accuracy"][13] == 0.5 and bins["confidence"][9] == pytest.approx(0.62, abs=1e-6)
 
 
+def test_the_weights_digest_changes_with_any_one_weight():
+    torch.manual_seed(0)
+    weights = CNN().state_dict()
+    copy = {name: tensor.clone() for name, tensor in weights.items()}
+    assert checkpoints.weights_digest({"model": weights}) == checkpoints.weights_digest({"model": copy})
+    copy["L3.weight"][517, 2048] += 1e-6  # one weight of 3.26 million, in the middle of the largest tensor
+    assert checkpoints.weights_digest({"model": weights}) != checkpoints.weights_digest({"model": copy})
+
+
 def test_a_temperature_is_used_only_for_the_checkpoint_and_weights_it_was_fitted_for(tmp_path):
     best = tmp_path / "best.pt"
     fitted = {"epoch": 3, "model": CNN().state_dict()}
@@ -337,8 +346,9 @@ def test_a_temperature_is_used_only_for_the_checkpoint_and_weights_it_was_fitted
     saved = json.loads((tmp_path / "temperature.json").read_text())
     (tmp_path / "temperature.json").write_text(json.dumps({**saved, "checkpoint": "last.pt"}))
     assert checkpoints.load_temperature(best, fitted) is None  # another file's
-    (tmp_path / "temperature.json").write_text(json.dumps({**saved, "temperature": -1}))
-    assert checkpoints.load_temperature(best, fitted) is None
+    for unusable in (-1, 0, float("inf"), float("nan"), "hot"):  # a hand-edited file: json reads Infinity and NaN
+        (tmp_path / "temperature.json").write_text(json.dumps({**saved, "temperature": unusable}))
+        assert checkpoints.load_temperature(best, fitted) is None, unusable
     del saved["weights"]  # from before the weights were named: whose they are cannot be told
     (tmp_path / "temperature.json").write_text(json.dumps(saved))
     assert checkpoints.load_temperature(best, fitted) is None

@@ -11,6 +11,7 @@ from conftest import make_tiny_mnist, one_line_error, run_script
 from PIL import Image, ImageDraw
 
 import checkpoints
+import cli
 import data
 import evaluate
 import images
@@ -157,3 +158,9 @@ def test_a_checkpoint_of_one_dataset_is_refused_on_the_other(fashion_run, traine
     assert "trained on mnist" in line and "fashion-mnist" in line
     line = one_line_error(run_script(script, *extra, "--run-dir", fashion_run, "--dataset", "mnist"))
     assert "trained on fashion-mnist" in line
+
+
+def test_a_checkpoint_of_a_dataset_this_version_does_not_know_is_refused():
+    with pytest.raises(cli.RunError, match="^the checkpoint was trained on 'kmnist', which this version does not"):
+        checkpoints.dataset_of({"config": {"dataset": "kmnist"}})
+    assert checkpoints.dataset_of({"config": {}}) is data.MNIST  # from before --dataset

@@ -161,15 +161,20 @@ def test_results_of_other_weights_are_not_shown_as_best_pts(runs, tmp_path, caps
     read = [plot.read_run(folder) for folder in (a0, a1, a2)]
     assert [run.test_acc for run in read] == [None, None, None]
     assert read[1].external == {"tune": 0.97}
-    old = write_run(tmp_path / "old", 0, [0.98])
-    (old / "metrics.json").write_text(json.dumps({"accuracy": 0.99, "checkpoint": str(old / "best.pt"), "epoch": 1}))
-    plot.main([str(a0), str(a2), str(old), str(runs[3]), "--out", str(tmp_path / "out")])  # runs[3]: never evaluated
+    old, gone = write_run(tmp_path / "old", 0, [0.98]), write_run(tmp_path / "gone", 0, [0.98])
+    for folder in (old, gone):  # from an evaluate.py that did not record the weights
+        (folder / "metrics.json").write_text(json.dumps({"accuracy": 0.99, "checkpoint": str(folder / "best.pt"),
+                                                         "epoch": 1}))
+    (gone / "best.pt").unlink()  # no weights on either side is no match
+    assert plot.read_run(gone).test_acc is None
+    plot.main([str(a0), str(a2), str(old), str(gone), str(runs[3]), "--out", str(tmp_path / "out")])  # 3: no results
     again = "`python evaluate.py --run-dir {}` gives its test accuracy"
     assert capsys.readouterr().err.splitlines() == [
         f"note: {a0}: its metrics.json is of other weights than its best.pt's now; {again.format(a0)}",
         f"note: {a2}: its best.pt is gone (or does not load), so its metrics.json is of nothing there",
         f"note: {old}: its metrics.json is from an evaluate.py that did not say whose weights it was of; "
-        f"{again.format(old)}"]
+        f"{again.format(old)}",
+        f"note: {gone}: its best.pt is gone (or does not load), so its metrics.json is of nothing there"]
 
 
 def test_options_are_named_as_train_py_takes_them(tmp_path):
