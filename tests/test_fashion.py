@@ -87,6 +87,16 @@ def test_sources_are_tried_in_order_and_checked(debian_copy, tmp_path):
     assert data.ensure_dataset(data_dir, FASHION, [("wrong", wrong_files), debian], checksums) == "debian"
 
 
+def test_a_debian_package_without_all_its_files_is_passed_over_whole(debian_copy, tmp_path):
+    package, _ = debian_copy
+    (package / "t10k-labels-idx1-ubyte.gz").unlink()  # half-installed, or a package that names its files otherwise
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with pytest.raises(data.DataError, match="sudo apt-get install dataset-fashion-mnist"):
+        data.fetch_from_debian(raw, package_dir=package)
+    assert list(raw.iterdir()) == []
+
+
 def test_no_source_at_all_says_where_to_put_the_files(tmp_path):
     missing = ("debian", functools.partial(data.fetch_from_debian, package_dir=tmp_path / "not-installed"))
     with pytest.raises(data.DataError) as error:
