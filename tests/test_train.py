@@ -522,6 +522,16 @@ def test_logits_of_many_pictures_are_computed_a_batch_at_a_time():
     assert torch.allclose(logits, model(x), atol=1e-5)
 
 
+def test_on_the_cpu_the_network_is_laid_out_channels_last():
+    # in the default layout, oneDNN's convolutions made a training step 1.3-1.7 times as long (Zen 4, fp32 and bf16)
+    args = train.parse_args(["--epochs", "1"])
+    model, _, _ = train.build(args, 100, torch.device("cpu"))
+    loaded = checkpoints.load_model({"model": CNN().state_dict()})
+    for network in (model, loaded):
+        assert network.L2[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert not network.L2[0].weight.is_contiguous()
+
+
 def test_logits_are_of_the_model_in_eval_mode():
     # train.py validates straight after an epoch, with the model still in training mode: dropout must be off.
     torch.manual_seed(0)
