@@ -549,9 +549,9 @@ def test_bf16_inference_stays_close_to_fp32_and_returns_fp32():
     fp32 = runtime.logits_of(model, images, "fp32", dataset=data.MNIST)
     bf16 = runtime.logits_of(model, images, "bf16", dataset=data.MNIST)
     assert bf16.dtype == torch.float32 and not torch.equal(fp32, bf16)  # autocast really ran in bf16
+    assert torch.allclose(fp32, bf16, atol=0.05 * fp32.abs().max().item())
     computed_in = []
     model.L3.register_forward_hook(lambda module, inputs, output: computed_in.append(output.dtype))
     runtime.logits_of(model, images, "bf16", dataset=data.MNIST)
     runtime.logits_of(model, images, "fp32", dataset=data.MNIST)
     assert computed_in == [torch.bfloat16, torch.float32]  # bf16, not fp16, which would need a loss scaler
-    assert torch.allclose(fp32, bf16, atol=0.05 * fp32.abs().max().item())
