@@ -371,17 +371,26 @@ def mend_history(path, history):
         checkpoints.write_history(path, history)
 
 
-def save_checkpoints(run_dir, checkpoint, is_best):
-    """best.pt (if this epoch is the best yet), then last.pt. When the disk is full the epoch before's stay
-    whole, and a first epoch's best.pt with no last.pt beside it goes: no run is left that cannot resume."""
+@contextlib.contextmanager
+def resumable_if_a_write_fails(run_dir):
+    """A write into the run that fails (a full disk, say) stops it in one line that says how to go on. The
+    files before stay whole, and a first epoch's best.pt with no last.pt beside it goes: no run is left that
+    cannot resume."""
     try:
-        if is_best:
-            checkpoints.save(run_dir / "best.pt", checkpoint)
-        checkpoints.save(run_dir / "last.pt", checkpoint)
+        yield
     except data.DataError as e:
         if not (run_dir / "last.pt").exists():
             (run_dir / "best.pt").unlink(missing_ok=True)
         raise cli.RunError(f"{e}; {how_to_resume(run_dir)}") from None
+
+
+def save_epoch(run_dir, checkpoint, history, is_best):
+    """best.pt (if this epoch is the best yet), last.pt, then history.csv."""
+    with resumable_if_a_write_fails(run_dir):
+        if is_best:
+            checkpoints.save(run_dir / "best.pt", checkpoint)
+        checkpoints.save(run_dir / "last.pt", checkpoint)
+        checkpoints.write_history(run_dir / "history.csv", history)
 
 
 def train(args, device, given):
@@ -413,7 +422,8 @@ def train(args, device, given):
             raise Finished(f"nothing to resume: {run_dir} finished after epoch {checkpoint['epoch']} of "
                            f"{args.epochs}. {what_next(run_dir, history, args.data_dir)}")
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")
-    data.write_json(run_dir / "config.json", config)
+    with resumable_if_a_write_fails(run_dir):
+        data.write_json(run_dir / "config.json", config)
     print(f"training on {len(train_x)} images, validating on {len(val_x)}, device {device}, {precision} ({why}), "
           f"{args.epochs} epoch{'s' if args.epochs > 1 else ''} of batch {args.batch_size}")
 
@@ -441,8 +451,7 @@ def train(args, device, given):
                       "history": history, "config": config, "rng": runtime.rng_state(device)}
         if averaged is not None:
             checkpoint["trained"] = model.state_dict()  # the weights the optimizer works on, to resume
-        save_checkpoints(run_dir, checkpoint, is_best=val_acc >= best_val_acc)
-        checkpoints.write_history(run_dir / "history.csv", history)
+        save_epoch(run_dir, checkpoint, history, is_best=val_acc >= best_val_acc)
         print(f"epoch {epoch:2d}/{args.epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
               f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {seconds:.1f}s  "
               f"{len(train_x) / training_seconds:.0f} img/s", flush=True)  # the training's rate, not validation's

@@ -529,14 +529,25 @@ def test_a_full_disk_in_the_first_epoch_leaves_no_checkpoint_without_a_run(tmp_p
 
     monkeypatch.setattr(checkpoints, "save", save_with_the_disk_full_at_last_pt)
     with pytest.raises(cli.RunError, match="no epoch was saved.*run the same command again"):
-        train.save_checkpoints(tmp_path, {"epoch": 1}, is_best=True)
+        train.save_epoch(tmp_path, {"epoch": 1}, [], is_best=True)
     assert list(tmp_path.iterdir()) == [], "a best.pt that evaluate.py would take for a run"
     # Later, the epoch before's last.pt is there to resume from, and the new best.pt is what resuming remakes.
     torch.save({"epoch": 1}, tmp_path / "last.pt")
     with pytest.raises(cli.RunError, match="Resume with"):
-        train.save_checkpoints(tmp_path, {"epoch": 2}, is_best=True)
+        train.save_epoch(tmp_path, {"epoch": 2}, [], is_best=True)
     assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 2
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_full_disk_at_history_csv_says_how_to_resume_from_the_epoch_just_saved(tmp_path, monkeypatch):
+    def history_with_the_disk_full(path, history):
+        raise data.DataError(f"could not write {path}: No space left on device; it was left as it was")
+
+    monkeypatch.setattr(checkpoints, "write_history", history_with_the_disk_full)
+    with pytest.raises(cli.RunError) as stopped:
+        train.save_epoch(tmp_path, {"epoch": 3}, [{"epoch": 3}], is_best=False)
+    assert str(stopped.value).endswith(f"Resume with: python train.py --run-dir {tmp_path} --resume")
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3  # a plain rerun is refused: resume it
 
 
 def test_data_dir_that_is_a_file_is_refused(tmp_path):
