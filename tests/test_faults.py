@@ -568,6 +568,11 @@ def test_nan_weights_stop_the_run_and_keep_the_last_good_checkpoint(real_mnist_d
     result = run_script("train.py", "--epochs", 3, *common, "--target-acc", 0.0001)
     assert result.returncode == 0 and "reached --target-acc 0.0001: stopping after epoch 1 of 3" in result.stdout
     good = (run_dir / "best.pt").read_bytes()
+    # Stopped at its target, the run is finished: resuming it changes nothing.
+    config = (run_dir / "config.json").read_bytes()
+    result = run_script("train.py", "--resume", *common)
+    assert result.returncode == 0 and f"nothing to resume: {run_dir} finished after epoch 1 of 3" in result.stdout
+    assert (run_dir / "config.json").read_bytes() == config
     # Poison the weights in last.pt, as an overflow would, and let training carry on from it.
     checkpoint = torch.load(run_dir / "last.pt", weights_only=True)
     checkpoint["model"]["L5.bias"][0] = float("nan")
@@ -581,11 +586,12 @@ def test_nan_weights_stop_the_run_and_keep_the_last_good_checkpoint(real_mnist_d
 
 
 def test_huge_learning_rate_is_stopped_with_advice(real_mnist_dir, tmp_path):
-    result = run_script("train.py", "--epochs", 2, *TINY_RUN, "--lr", 1e12, "--data-dir", real_mnist_dir,
-                        "--run-dir", tmp_path / "run")
+    result = run_script("train.py", "--epochs", 2, *TINY_RUN, "--lr", 1e12, "--weight-decay", 0.1,
+                        "--data-dir", real_mnist_dir, "--run-dir", tmp_path / "run")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: the training loss became") and "lower --lr" in last
+    assert last.startswith("error: the training loss became")
+    assert "Try a lower --lr (now 1000000000000.0) or --weight-decay (now 0.1)." in last
     assert "no epoch had completed, so nothing was saved" in last and not (tmp_path / "run" / "best.pt").exists()
 
 

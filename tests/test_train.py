@@ -232,6 +232,7 @@ def test_the_ends_of_each_range_are_taken():
                              "--label-smoothing", "0", "--seed", str(2**63 - 1)])
     assert (args.degrees, args.blur, args.shift, args.weight_decay, args.label_smoothing) == (180, 1, 0, 0, 0)
     assert args.seed == 2**63 - 1
+    assert train.parse_args(["--target-acc", "1"]).target_acc == 1.0  # every validation image right
 
 
 def test_seeds_outside_what_torch_and_numpy_take_are_refused_in_one_line(tmp_path):
@@ -296,8 +297,62 @@ def test_resuming_a_finished_run_whose_history_csv_missed_its_last_epoch_mends_i
 
 def test_resuming_a_folder_that_holds_no_run_says_so_and_makes_none(real_mnist_dir, tmp_path):
     line = one_line_error(run_script("train.py", "--resume", "--data-dir", real_mnist_dir, "--run-dir", tmp_path / "x"))
-    assert f"nothing to resume: {tmp_path / 'x'} has no last.pt (it holds no run)" in line
+    assert line == (f"error: nothing to resume: {tmp_path / 'x'} has no last.pt (it holds no run); start it with: "
+                    f"python train.py --run-dir {tmp_path / 'x'}")
     assert not (tmp_path / "x").exists()
+
+
+def train_validated_as(monkeypatch, validation, data_dir, run_dir):
+    """A tiny run of train.py in this process, one epoch for each (loss, accuracy) its validation is made
+    to give. The process-wide settings train.py makes for speed are left as they are."""
+    validation = iter(validation)
+    monkeypatch.setattr(train, "loss_and_accuracy", lambda logits, labels: next(validation))
+    monkeypatch.setattr(runtime, "flush_denormals", lambda: None)
+    monkeypatch.setattr(runtime, "keep_freed_memory_mapped", lambda: None)
+    args = train.parse_args([*map(str, TINY_RUN), "--epochs", "4", "--data-dir", str(data_dir), "--run-dir",
+                             str(run_dir)])
+    with train.locked_run_dir(args.run_dir):
+        train.train(args, torch.device("cpu"), set())
+
+
+def test_best_pt_holds_the_best_validation_epoch_and_the_later_of_a_tie(real_mnist_dir, tmp_path, monkeypatch):
+    validation = [(0.3, 0.90), (0.2, 0.95), (0.2, 0.95), (0.25, 0.93)]
+    train_validated_as(monkeypatch, validation, real_mnist_dir, tmp_path)
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 3
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["best_val_acc"] == 0.95
+
+
+def test_a_validation_loss_that_is_not_finite_stops_the_run_before_saving_it(real_mnist_dir, tmp_path, monkeypatch):
+    with pytest.raises(FloatingPointError, match="^the validation loss became nan in epoch 2$"):
+        train_validated_as(monkeypatch, [(0.3, 0.90), (float("nan"), 0.95)], real_mnist_dir, tmp_path)
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_each_epoch_draws_its_own_shuffle_and_augmentation(monkeypatch):
+    drawn, generator = [], data.epoch_generator
+    monkeypatch.setattr(data, "epoch_generator", lambda *seed_and_epoch: drawn.append(seed_and_epoch)
+                        or generator(*seed_and_epoch))
+    args = train.parse_args(["--epochs", "2", "--seed", "7", "--batch-size", "32"])
+    images, labels = torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8), torch.arange(64) % 10
+    model, optimizer, scheduler = train.build(args, len(images), torch.device("cpu"))
+    for epoch in (1, 2):
+        train.train_one_epoch(model, optimizer, scheduler, images, labels, args, epoch)
+    assert drawn == [(7, 1), (7, 2)]
+
+
+@pytest.mark.parametrize("status, expected", [("", "abc123"), (" M train.py\n", "abc123+changes")])
+def test_the_code_version_says_whether_tracked_files_were_changed(monkeypatch, status, expected):
+    answers = {"rev-parse": (0, "abc123\n"), "status": (0, status)}
+
+    def git(command, **kwargs):
+        code, out = answers[command[1]]
+        return subprocess.CompletedProcess(command, code, out, "")
+
+    monkeypatch.setattr(train.subprocess, "run", git)
+    assert train.code_version() == expected
+    answers["rev-parse"] = (128, "")  # not a git checkout (a copied folder, an unpacked archive)
+    assert train.code_version() is None
 
 
 def test_the_closing_line_names_the_data_and_says_when_the_evaluation_is_of_an_earlier_best(trained_run, tmp_path):
