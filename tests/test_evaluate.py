@@ -44,6 +44,7 @@ def test_metrics_match_a_hand_worked_confusion_matrix():
     assert m["precision_macro"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
     assert m["recall_macro"] == pytest.approx((2 / 3 + 1 + 3 / 4) / 3)
     assert m["recall_weighted"] == pytest.approx((3 * 2 / 3 + 2 * 1 + 4 * 3 / 4) / 9)
+    assert m["precision_weighted"] == pytest.approx((3 * 2 / 3 + 2 * 2 / 3 + 4 * 1) / 9)  # by support, not pooled
     assert m["confusion_matrix"][0][:3] == [2, 1, 0]
     assert m["confusion_matrix"][1][:3] == [0, 2, 0]
     assert m["confusion_matrix"][2][:3] == [1, 0, 3]
@@ -231,8 +232,11 @@ def test_evaluate_images_names_the_files_it_left_out(trained_run, tmp_path):
         (tmp_path / "mine" / str(digit)).mkdir(parents=True)
         (tmp_path / "mine" / str(digit) / "a.png").write_bytes(png_of(strokes.render(digit)))
     (tmp_path / "mine" / "7" / "notes.png").write_text("not a picture")
+    (run_dir / "external-mine").mkdir()
+    (run_dir / "external-mine" / ".predictions.csv.k9x2.tmp").write_text("left by a killed evaluation")
     result = run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "mine")
     assert result.returncode == 0, result.stderr
+    assert not any((run_dir / "external-mine").glob(".*.tmp"))
     assert "on 2 images" in result.stdout and "1 could not be read" in result.stdout
     assert "7/notes.png" in result.stdout and "7/notes.png" in (run_dir / "external-mine" / "report.md").read_text()
     metrics = json.loads((run_dir / "external-mine" / "metrics.json").read_text())
@@ -361,6 +365,11 @@ def test_answering_only_when_sure_counts_the_answers_and_their_accuracy():
     answered = {a["confidence"]: (a["share"], a["accuracy"]) for a in result["answered"]}
     assert answered[0.5] == pytest.approx((5 / 6, 4 / 5)) and answered[0.9] == pytest.approx((2 / 6, 1 / 2))
     assert answered[0.99] == (0.0, None)
+    # "At least": a confidence of exactly 50% (a tie between two classes) is answered at 50%.
+    tie = torch.full((1, 10), -math.inf)
+    tie[0, :2] = 0
+    assert evaluate.calibration(tie, torch.tensor([0]))["answered"][0] == {"confidence": 0.5, "share": 1.0,
+                                                                          "accuracy": 1.0}
 
 
 def test_a_perfectly_calibrated_set_has_zero_ece():
@@ -417,6 +426,8 @@ def test_feature_map_keeps_its_size_and_shows_right_answers_when_mistakes_outnum
     indices, points = evaluate.feature_map(features, count=50, always=many)
     assert len(indices) == len(set(indices)) == 50 and points.shape == (50, 2)
     assert len(set(indices) & set(many)) == 25  # half the map mistakes, half right answers
+    indices, points = evaluate.feature_map(features[:60], count=50, always=np.arange(50))  # 10 right answers
+    assert len(indices) == len(set(indices)) == 50 and set(range(50, 60)) <= set(indices)  # all ten shown
 
 
 # --- what the network learned ------------------------------------------------------------------

@@ -464,6 +464,9 @@ def test_evaluate_images_refuses_a_folder_without_class_folders(trained_run, tmp
 
 
 def test_evaluate_images_says_why_it_read_no_image(tmp_path):
+    Image.new("L", (10, 10)).save(tmp_path / "loose.png")  # pictures, but no class folders to say their labels
+    with pytest.raises(cli.RunError, match="expected a subfolder per class named 0 ... 9, found none$"):
+        evaluate.read_image_folder(tmp_path, data.MNIST)
     (tmp_path / "3").mkdir()
     Image.new("L", (10, 10)).save(tmp_path / "3" / "scan.pdf")  # Pillow writes PDF but cannot read it
     with pytest.raises(cli.RunError, match="class folders hold no image files"):
