@@ -9,6 +9,7 @@ from conftest import one_line_error, run_script
 from PIL import Image
 
 import checkpoints
+import evaluate
 import plot
 
 RECIPE = {"epochs": 3, "batch_size": 256, "lr": 0.003, "label_smoothing": 0.1, "val_size": 5000, "subset": None,
@@ -92,6 +93,52 @@ def test_the_script_writes_the_table_and_the_curves_and_skips_bad_folders(runs, 
         assert image.width >= 1200 and image.height >= 900
 
 
+def test_a_group_says_how_many_of_its_runs_a_mean_is_over(runs):
+    (runs[2] / "metrics.json").unlink()  # a2 not evaluated yet
+    text = plot.comparison_markdown([plot.read_run(folder) for folder in runs])
+    assert "| 3 seeds (0, 1, 2) | lr=0.003 | 3 | 99.13% ± 0.15 | 60 s | 99.55% ± 0.07 (n=2) |" in text
+
+
+def test_a_run_resumed_with_newer_code_keeps_its_recipe(runs):
+    config = json.loads((runs[1] / "config.json").read_text())
+    (runs[1] / "config.json").write_text(json.dumps({**config, "code": "abc", "resumed_with_code": "def"}))
+    text = plot.comparison_markdown([plot.read_run(folder) for folder in runs])
+    assert "| 3 seeds (0, 1, 2) | lr=0.003 |" in text and "resumed" not in text
+
+
+def test_the_most_confident_mistakes_come_first():
+    worst, wrong = plot.most_confident_mistakes([0, 1, 2, 3], [1, 1, 0, 3], [0.6, 0.9, 0.8, 0.99], 2)
+    assert list(worst) == [2, 0] and wrong == 2  # 0.8, then 0.6; the right answers (0.9, 0.99) are no mistakes
+
+
+def test_the_reliability_diagram_has_a_panel_for_each_set_of_confidences(monkeypatch, tmp_path):
+    drawn = []
+    monkeypatch.setattr(plot, "save", lambda fig, path: drawn.append(fig))
+    logits = torch.randn(200, 10, generator=torch.Generator().manual_seed(0)) * 3
+    labels = logits.argmax(1).roll(1)
+    before, after = evaluate.calibration(logits, labels), evaluate.calibration(logits / 1.5, labels)
+    plot.plot_reliability(before, after, 1.5, tmp_path / "reliability.png")
+    plot.plot_reliability(before, None, None, tmp_path / "reliability.png")  # no temperature fitted
+    titles = [[ax.get_title() for ax in fig.axes if ax.get_title()] for fig in drawn]
+    assert [len(fig.axes) for fig in drawn] == [4, 2]
+    assert titles[0][0].startswith("softmax as trained") and titles[0][1].startswith("temperature 1.50")
+    assert len(titles[1]) == 1
+
+
+def test_a_figure_that_fails_to_save_leaves_the_png_before(tmp_path):
+    (tmp_path / "curves.png").write_bytes(b"the earlier figure")
+
+    class Failing:
+        def savefig(self, f, **options):
+            f.write(b"half a PNG")
+            raise OSError("the disk went away")
+
+    with pytest.raises(OSError):
+        plot.save(Failing(), tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes() == b"the earlier figure"
+    assert [path.name for path in tmp_path.iterdir()] == ["curves.png"]
+
+
 def test_a_run_stopped_early_is_said_to_be_and_is_no_seed_sample(runs, tmp_path):
     stopped = write_run(tmp_path / "a3", 3, [0.90], test_acc=0.97)  # Ctrl-C after epoch 1 of 3, then evaluated
     reached = write_run(tmp_path / "a4", 4, [0.97, 0.993], test_acc=0.994, target_acc=0.993)  # stopped on target
@@ -113,10 +160,13 @@ def test_a_run_given_twice_counts_once(runs, tmp_path):
     result = run_script("plot.py", *runs, f"{runs[0]}/", runs[1], "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert "| 3 seeds (0, 1, 2) | lr=0.003 |" in result.stdout and "# Comparison of 4 runs" in result.stdout
+    # `plot.py runs/*` again, once the comparison folder is among runs/*: it is not taken for a run
+    result = run_script("plot.py", *runs, tmp_path / "out", "--out", tmp_path / "out")
+    assert result.returncode == 0 and "skipped" not in result.stderr, result.stderr
 
 
 def test_a_copy_of_a_run_is_one_sample_not_two(runs, tmp_path):
-    copy = write_run(tmp_path / "a0-copy", 0, [0.98, 0.990, 0.989], test_acc=0.995)  # a0 again, seed 0
+    copy = write_run(tmp_path / "a0-copy", 0, [0.5, 0.5, 0.5], test_acc=0.5)  # a0's recipe and seed again
     text = plot.comparison_markdown([plot.read_run(folder) for folder in [*runs, copy]])
     assert "| 3 seeds (0, 1, 2) | lr=0.003 | 3 | 99.13% ± 0.15 | 60 s | 99.40% ± 0.26 |" in text
     assert "a0-copy repeats a0 (the same recipe and seed), so it is counted once." in text
