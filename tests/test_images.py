@@ -301,12 +301,30 @@ def test_fonts_must_draw_ten_digits_of_their_own():
     assert "setofont-ex.ttf" not in fonts  # installed, claims digits, draws none
 
 
+def test_a_font_that_draws_every_digit_alike_is_not_used(monkeypatch):
+    # A symbol font, or one with a box for each digit it lacks: ten glyphs, but one shape.
+    monkeypatch.setattr(make_external, "glyph", lambda font, digit: Image.new("L", (20, 30), 0))
+    assert make_external.usable_fonts("tune") == []
+
+
+def test_each_picture_of_a_set_is_drawn_and_photographed_with_its_own_draws(tmp_path):
+    font = make_external.usable_fonts("tune")[:1]
+    assert make_external.write_set(tmp_path / "tune", "tune", font, 2, 2, {}) == 40
+    for folder in (tmp_path / "tune").iterdir():
+        pictures = [path.read_bytes() for path in folder.iterdir()]
+        assert len(pictures) == 4 and len(set(pictures)) == 4, folder  # two of the font, two of the pen
+
+
 def test_a_missing_font_is_said_before_the_sets_there_are_touched(monkeypatch, tmp_path):
     for split in ("tune", "heldout"):
         (tmp_path / split / "3").mkdir(parents=True)
         (tmp_path / split / "3" / "mine.png").write_bytes(b"a picture made earlier")
     monkeypatch.setattr(make_external, "usable_fonts", lambda split: [] if split == "tune" else ["a font"])
     with pytest.raises(make_external.data.DataError, match="no handwriting font of the tune set"):
+        make_external.build(tmp_path)
+    monkeypatch.setattr(make_external, "usable_fonts", lambda split: [] if split == "heldout" else ["a font"])
+    with pytest.raises(make_external.data.DataError, match="heldout set is installed; on Debian or Ubuntu: sudo "
+                       "apt-get install fonts-klee fonts-leckerli-one fonts-sjfonts fonts-yusei-magic$"):
         make_external.build(tmp_path)
     assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*.png")) == [
         "heldout/3/mine.png", "tune/3/mine.png"]
@@ -324,6 +342,8 @@ def test_without_fonts_the_uci_sets_are_still_written(monkeypatch, tmp_path, cap
     ("uci-tune/notes.txt", "notes.txt"), ("uci-tune/3/notes.txt", "notes.txt"),
     ("uci-tune/3/my-photo.png", "my-photo.png"), ("heldout/7/scan-from-my-class.jpg", "scan-from-my-class.jpg"),
     ("uci-tune/3/uci-0099.png/notes.txt", "uci-0099.png"),  # a folder, named as a picture of ours would be
+    ("uci-tune/3/uci-0002.png.orig", "uci-0002.png.orig"),  # a name that only starts as ours does
+    ("uci-tune/backup/uci-0002.png", "backup"),  # a folder that is no class, whatever it holds
 ])
 def test_files_make_external_did_not_write_are_never_removed(tmp_path, mine, named):
     for kept in ("uci-tune/3/uci-0002.png", "heldout/7/pen-4.jpg", "heldout/7/font-Humor-Sans-0.png"):
@@ -376,6 +396,11 @@ def test_the_sets_are_imagefolders_split_by_font_and_repeatable(external, tmp_pa
                                                          "font-setofont", "pen"}
     assert not {name.rsplit("-", 1)[0] for name in heldout} & {"font-Humor-Sans", "font-Delphine"}
     assert (external / "preprocessing.png").is_file()
+    formats = set()
+    for path in (external / "tune").rglob("*.*"):
+        with Image.open(path) as picture:
+            formats.add((path.suffix, picture.format))
+    assert formats == {(".png", "PNG"), (".jpg", "JPEG")}  # some pictures are JPEG-compressed, and named so
     again = tmp_path / "again"
     assert run_script("make_external.py", "--out", again, "--per-font", 1, "--per-stroke", 2).returncode == 0
     for path in (external / "heldout").rglob("*.*"):
