@@ -15,6 +15,7 @@ from conftest import start_server
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect, sync_playwright
 
+import checkpoints
 import data
 import strokes
 
@@ -86,7 +87,17 @@ def test_the_page_shows_probabilities_and_the_networks_input(page):
     bars = page.get_by_label("Probability of each digit").get_by_role("listitem")
     expect(bars).to_have_count(10)
     expect(bars.nth(3)).to_have_class("top")
+    expect(page.locator("#bars li.top")).to_have_count(1)
     expect(page.locator("#confidence")).to_have_text(f"{answer['probabilities'][3] * 100:.1f}% sure")
+    for d, p in enumerate(answer["probabilities"]):  # each bar as long as its digit's probability, and says it
+        percent = f"{p * 100:.1f}%"
+        expect(bars.nth(d).locator(".bar-value")).to_have_text(percent)
+        expect(bars.nth(d)).to_have_attribute("aria-label", f"{d}: {percent}")
+        assert bars.nth(d).locator(".bar-fill").evaluate("fill => fill.style.width") == percent
+    about = page.request.get(page.url + "api/health").json()
+    expect(page.locator("#model")).to_have_text(
+        f"Read by {about['checkpoint']} (epoch {about['epoch']}, validation accuracy {about['val_acc'] * 100:.2f}%; "
+        f"confidences not calibrated) on {about['device']}")  # evaluate.py has not run on this checkpoint
     shown = page.evaluate("""() => {  // the 28x28 input as drawn, read at the centre of each cell
         const canvas = document.getElementById('input');
         const cell = (canvas.width - 1) / 28;
@@ -202,6 +213,50 @@ def test_a_tap_is_said_to_be_no_digit(page):
     draw(page, 2)  # and the next drawing is read, the error gone
     assert reading(page) == "2"
     expect(page.get_by_role("alert")).to_be_hidden()
+
+
+def test_no_digit_is_no_error_while_the_stroke_goes_on(page):
+    # Read every 100 ms while drawing, the first bit of a stroke is no digit yet: that is said only once it ends.
+    page.route("**/api/predict", lambda route: route.fulfill(
+        status=422, json={"error": "no digit found: only a dot; draw the whole digit"}))
+    box = page.get_by_label("Drawing pad").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
+    page.mouse.down()
+    with page.expect_response("**/api/predict"):
+        for step in range(1, 6):
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * (1 / 3 + step / 20))
+            page.wait_for_timeout(60)
+    expect(page.get_by_role("alert")).to_be_hidden()
+    page.mouse.up()
+    expect(page.get_by_role("alert")).to_have_text("no digit found: only a dot; draw the whole digit")
+
+
+def test_a_dropped_file_that_is_no_picture_is_refused_on_the_page(page):
+    sent = []
+    page.on("request", lambda request: sent.append(request.url) if "/api/predict" in request.url else None)
+    transfer = page.evaluate_handle("""() => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File(['my notes'], 'notes.txt', {type: 'text/plain'}));
+        return transfer;
+    }""")
+    page.get_by_label("Drawing pad").dispatch_event("drop", {"dataTransfer": transfer})
+    expect(page.get_by_role("alert")).to_have_text("notes.txt is not an image")
+    assert sent == []  # refused on the page, not sent for the server to refuse
+
+
+def test_a_calibrated_checkpoint_is_said_to_be(browser, reader_run, tmp_path):
+    (tmp_path / "run").mkdir()
+    best = shutil.copy(reader_run / "best.pt", tmp_path / "run")
+    checkpoints.save_temperature(best, checkpoints.load(best), 1.5, "a test")  # as evaluate.py would
+    process, address = start_server(tmp_path / "run")
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(address)
+        expect(page.locator("#model")).to_contain_text("; calibrated, temperature 1.50) on ")
+        page.close()
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
 
 
 def test_a_server_that_is_gone_is_said_to_be(page):
