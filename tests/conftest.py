@@ -1,5 +1,6 @@
 """Shared fixtures: tiny synthetic MNIST files, and the real MNIST fetched once per test run."""
 
+import contextlib
 import io
 import os
 import platform
@@ -183,10 +184,19 @@ def start_server(run_dir, *args):
     return process, line.split(" at ")[1].split()[0]
 
 
+@contextlib.contextmanager
+def serving(run_dir, *args):
+    """serve.py serving `run_dir` while the block runs; gives its address."""
+    process, address = start_server(run_dir, *args)
+    try:
+        yield address
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def served(reader_run):
     """(address, run_dir) of a serve.py serving reader_run's best.pt, for the whole test run."""
-    process, address = start_server(reader_run)
-    yield address, reader_run
-    process.terminate()
-    process.communicate(timeout=30)
+    with serving(reader_run) as address:
+        yield address, reader_run

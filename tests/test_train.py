@@ -535,12 +535,10 @@ def test_auto_precision_takes_bf16_where_the_cpu_runs_it_faster(monkeypatch, amx
         assert runtime.pick_precision("bf16", "cpu") == ("bf16", "asked for")
 
 
-def test_an_arm_cpu_with_bf16_may_train_in_it(monkeypatch):
-    # Graviton 3 and Apple's M2 have the BF16 extension; AVX512-BF16 and AMX are x86's, so torch says no to both.
+def test_an_arm_cpu_with_bf16_may_train_in_it(avx512_cpu_without_bf16, monkeypatch):
+    # torch answers for Graviton 3 or Apple's M2 as for that Xeon (AVX512-BF16 and AMX are x86's), but their
+    # BF16 extension is native, where the Xeon's mkldnn "yes" was emulation.
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert runtime.cpu_has_native_bf16()
     assert runtime.pick_precision("bf16", "cpu") == ("bf16", "asked for")
 

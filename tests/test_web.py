@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import start_server
+from conftest import serving
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect, sync_playwright
 
@@ -248,15 +248,11 @@ def test_a_calibrated_checkpoint_is_said_to_be(browser, reader_run, tmp_path):
     (tmp_path / "run").mkdir()
     best = shutil.copy(reader_run / "best.pt", tmp_path / "run")
     checkpoints.save_temperature(best, checkpoints.load(best), 1.5, "a test")  # as evaluate.py would
-    process, address = start_server(tmp_path / "run")
-    try:
+    with serving(tmp_path / "run") as address:
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         page.goto(address)
         expect(page.locator("#model")).to_contain_text("; calibrated, temperature 1.50) on ")
         page.close()
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
 
 
 def test_a_server_that_is_gone_is_said_to_be(page):
@@ -291,8 +287,7 @@ def test_the_page_fits_a_phone(browser, served, width, height):
 
 
 def test_a_fashion_checkpoint_gets_a_page_about_clothes(browser, fashion_run, tmp_path):
-    process, address = start_server(fashion_run)
-    try:
+    with serving(fashion_run) as address:
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         page.goto(address)
         expect(page.get_by_role("heading")).to_have_text("Draw a piece of clothing")
@@ -307,6 +302,3 @@ def test_a_fashion_checkpoint_gets_a_page_about_clothes(browser, fashion_run, tm
         expect(page.get_by_label("What the network reads")).to_have_attribute("aria-busy", "false")
         assert page.get_by_label("Predicted class").inner_text() in data.FASHION_MNIST.classes
         page.close()
-    finally:
-        process.terminate()
-        process.communicate(timeout=30)
