@@ -8,6 +8,7 @@ import base64
 import io
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,25 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, served):
-    address, _ = served
+@contextmanager
+def opened(browser, address, script=None):
+    """A desktop-sized page at `address`, with `script` run before the page's own, once it is ready."""
     context = browser.new_context(viewport={"width": 1100, "height": 800})
+    if script:
+        context.add_init_script(script)
     page = context.new_page()
     page.goto(address)
     expect(page.get_by_text("validation accuracy")).to_be_visible()
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    with opened(browser, served[0]) as page:
+        yield page
 
 
 def draw(page, digit):
@@ -62,10 +73,29 @@ def draw(page, digit):
         page.mouse.up()
 
 
+def settled(page):
+    """Wait until every request the page has made has been answered."""
+    expect(page.get_by_label("What the network reads")).to_have_attribute("aria-busy", "false")
+
+
 def reading(page):
     """The digit the page shows once every request it has made has been answered."""
-    expect(page.get_by_label("What the network reads")).to_have_attribute("aria-busy", "false")
+    settled(page)
     return page.get_by_label("Predicted digit").inner_text()
+
+
+def pad_is_blank(page, top=1.0):
+    """Whether the pad is white all over, or over the `top` fraction of its height."""
+    return page.evaluate("""(top) => {
+        const pad = document.getElementById('pad');
+        return pad.getContext('2d').getImageData(0, 0, pad.width, pad.height * top).data.every(v => v === 255);
+    }""", top)
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def test_drawn_digits_are_read(page):
@@ -134,23 +164,123 @@ SLOW_SERVER = """(() => {  // every answer takes 400 ms longer; count the reques
 
 
 def test_a_slow_server_gets_one_request_at_a_time_and_the_newest_drawing_last(browser, served):
-    address, _ = served
-    context = browser.new_context(viewport={"width": 1100, "height": 800})
-    context.add_init_script(SLOW_SERVER)
-    page = context.new_page()
-    page.goto(address)
-    draw(page, 8)  # strokes drawn over more than a second: readings are asked for while one is out
-    assert reading(page) == "8"  # the answer to the drawing as it ended, not to a part of it
-    sent, most_out = page.evaluate("[window.sent, window.mostOut]")
-    assert most_out == 1 and sent >= 2
-    context.close()
+    with opened(browser, served[0], SLOW_SERVER) as page:
+        draw(page, 8)  # strokes drawn over more than a second: readings are asked for while one is out
+        assert reading(page) == "8"  # the answer to the drawing as it ended, not to a part of it
+        sent, most_out = page.evaluate("[window.sent, window.mostOut]")
+        assert most_out == 1 and sent >= 2
 
 
-def pad_is_blank(page):
-    return page.evaluate("""() => {
+HELD = """(() => {  // each request to api/predict, and each picture being encoded, waits until the test lets it go
+    const send = window.fetch;
+    const encode = HTMLCanvasElement.prototype.toBlob;
+    const base64 = async (blob) => {
+        const bytes = new Uint8Array(await blob.arrayBuffer());
+        let text = "";
+        for (const byte of bytes) text += String.fromCharCode(byte);
+        return btoa(text);
+    };
+    Object.assign(window, {sent: [], answers: [], encodes: [], holdEncodes: false, encoding: 0});
+    window.fetch = async (url, options) => {
+        if (!String(url).includes("api/predict")) return send(url, options);
+        const k = window.sent.push(null) - 1;  // counted at once, filled in once read
+        window.sent[k] = options.body.name || await base64(options.body);
+        await new Promise(resolve => window.answers.push(resolve));
+        return send(url, options);
+    };
+    HTMLCanvasElement.prototype.toBlob = function (callback, ...options) {
+        window.encoding++;
+        encode.call(this, (blob) => {
+            const done = () => { window.encoding--; callback(blob); };
+            window.holdEncodes ? window.encodes.push(done) : done();
+        }, ...options);
+    };
+    window.padAsSent = () => new Promise((resolve) => {  // the pad as the page sends it, 200 px square
+        const canvas = document.createElement("canvas");
+        canvas.width = canvas.height = 200;
+        const context = canvas.getContext("2d");
+        context.imageSmoothingQuality = "high";
+        context.drawImage(document.getElementById("pad"), 0, 0, 200, 200);
+        encode.call(canvas, async (blob) => resolve(await base64(blob)), "image/png");
+    });
+})();"""
+
+
+@pytest.fixture
+def held_page(browser, served):
+    """A page whose requests are answered, and whose pictures are encoded, only when the test says."""
+    with opened(browser, served[0], HELD) as page:
+        yield page
+
+
+def stroke(page, start, end):
+    """One straight stroke of the mouse between two points given as fractions of the pad."""
+    box = page.get_by_label("Drawing pad").bounding_box()
+    page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=5)
+    page.mouse.up()
+    page.wait_for_function("window.encoding === 0")  # the strokes' pictures have reached send()
+
+
+def answer_one(page):
+    """Let the oldest request waiting for the server go on to it."""
+    page.wait_for_function("window.answers.length > 0")
+    page.evaluate("window.answers.shift()()")
+
+
+def test_pictures_drawn_while_one_is_read_wait_and_only_the_newest_is_sent(held_page):
+    stroke(held_page, (0.5, 0.2), (0.5, 0.8))
+    held_page.wait_for_function("window.answers.length === 1")
+    stroke(held_page, (0.3, 0.3), (0.7, 0.3))  # each stroke's end is read, and must wait
+    stroke(held_page, (0.3, 0.7), (0.7, 0.7))
+    assert held_page.evaluate("window.sent.length") == 1  # one request at a time
+    answer_one(held_page)
+    answer_one(held_page)
+    settled(held_page)
+    sent, pad = held_page.evaluate("async () => [window.sent, await window.padAsSent()]")
+    assert len(sent) == 2 and sent[1] == pad  # then the pad as it is now, not a picture from before the last stroke
+
+
+def test_clear_drops_the_picture_waiting_to_be_sent(held_page):
+    stroke(held_page, (0.5, 0.2), (0.5, 0.8))
+    stroke(held_page, (0.3, 0.3), (0.7, 0.3))
+    held_page.get_by_role("button", name="Clear").click()
+    answer_one(held_page)
+    settled(held_page)
+    assert held_page.evaluate("window.sent.length") == 1
+    expect(held_page.get_by_label("Predicted digit")).to_have_text("?")  # nor is the answer to the first shown
+
+
+def test_clear_drops_a_picture_still_being_encoded(held_page):
+    held_page.evaluate("window.holdEncodes = true")
+    box = held_page.get_by_label("Drawing pad").bounding_box()
+    held_page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    held_page.wait_for_function("window.encodes.length === 1")
+    held_page.keyboard.press("Escape")
+    held_page.evaluate("window.encodes.shift()()")
+    settled(held_page)
+    assert held_page.evaluate("window.sent") == []
+
+
+def test_a_chosen_file_replaces_the_drawing_and_its_reading(held_page, tmp_path):
+    stroke(held_page, (0.1, 0.1), (0.9, 0.1))  # along the top, where a wide picture leaves the pad bare
+    stroke(held_page, (0.1, 0.2), (0.9, 0.2))  # waiting behind the first
+    wide = Image.new("L", (600, 200), 255)
+    wide.paste(strokes.render(8, size=200), (200, 0))
+    (tmp_path / "eight.png").write_bytes(png_bytes(wide))
+    held_page.get_by_text("Choose an image").set_input_files(tmp_path / "eight.png")
+    held_page.wait_for_function("""() => {  // the picture is on the pad, in its middle band
         const pad = document.getElementById('pad');
-        return pad.getContext('2d').getImageData(0, 0, pad.width, pad.height).data.every(v => v === 255);
+        return pad.getContext('2d').getImageData(0, 100, pad.width, 80).data.some(v => v < 128);
     }""")
+    assert pad_is_blank(held_page, top=0.25)  # and the strokes are gone from above it
+    answer_one(held_page)  # the first stroke's reading comes back, and is not shown
+    held_page.wait_for_function("window.answers.length === 1")  # the picture's request is out
+    expect(held_page.get_by_label("Predicted digit")).to_have_text("?")
+    answer_one(held_page)
+    assert reading(held_page) == "8"
+    assert held_page.evaluate("window.sent.length") == 2 and held_page.evaluate("window.sent[1]") == "eight.png"
 
 
 def test_clear_clears_by_button_and_by_key(page):
@@ -166,12 +296,6 @@ def test_clear_clears_by_button_and_by_key(page):
         page.keyboard.press(key)
         assert pad_is_blank(page), key
         expect(page.get_by_label("Predicted digit")).to_have_text("?")
-
-
-def png_bytes(image):
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_a_dropped_photo_is_read(page):
