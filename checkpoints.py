@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import pickle
 import re
 import zipfile
@@ -225,6 +226,25 @@ def run_files(run_dir):
     folders = [folder for prefix in (EVALUATION_PREFIX, EXTERNAL_PREFIX) for folder in run_dir.glob(f"{prefix}*")
                if folder.is_dir()]
     return files, folders
+
+
+def lock_folder(path, shared=False):
+    """An open descriptor of the run folder `path` holding a lock on it: train.py's exclusive one, or a
+    `shared` one for evaluate.py, which writes its results there. None where it cannot be locked (Windows,
+    some network file systems, a folder that can be written but not read); BlockingIOError if another
+    process holds a lock that excludes this one."""
+    try:
+        folder = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if data.lock(folder, wait=False, shared=shared):
+            return folder
+    except BlockingIOError:
+        os.close(folder)
+        raise
+    os.close(folder)
+    return None
 
 
 def temperature_path(path):

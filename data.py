@@ -163,14 +163,15 @@ def remove_stale_temp_files(folder):
             pass
 
 
-def lock(f, wait=True):
-    """Take an exclusive lock (flock) on `f`, an open file or folder, or its descriptor; it goes with the
-    file's closing or the process's end. True once held; False where nothing can be locked (Windows, some
-    network file systems). Without `wait`, a lock another holds is a BlockingIOError."""
+def lock(f, wait=True, shared=False):
+    """Take an exclusive lock (flock) on `f`, an open file or folder, or its descriptor, or a `shared` one
+    that only an exclusive lock excludes; it goes with the file's closing or the process's end. True once
+    held; False where nothing can be locked (Windows, some network file systems). Without `wait`, a lock
+    another holds that excludes this one is a BlockingIOError."""
     if fcntl is None:
         return False
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         raise
     except OSError:

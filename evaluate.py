@@ -20,8 +20,10 @@ checkpoint's results folder, leaving the test-set outputs as they are: the same 
 the validation split if one is.
 """
 
+import contextlib
 import csv
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -449,8 +451,25 @@ def evaluate(args):
     out_dir = checkpoints.results_dir(trained.path)
     cli.writable_folder(out_dir, "the checkpoint's folder",
                         "evaluate.py writes its results beside the checkpoint: copy it to a folder you can write to")
-    data.remove_stale_temp_files(out_dir)  # of an evaluation killed there before
-    return (evaluate_folder if args.images else evaluate_test_set)(args, trained, out_dir)
+    with kept_from_train_py(trained.path.parent):
+        data.remove_stale_temp_files(out_dir)  # of an evaluation killed there before
+        return (evaluate_folder if args.images else evaluate_test_set)(args, trained, out_dir)
+
+
+@contextlib.contextmanager
+def kept_from_train_py(run_dir):
+    """Keep a train.py from starting in `run_dir` while the block runs: `--overwrite` would remove the files
+    being written, and a new best.pt would not be the weights these results are of. A train.py at work
+    there already is left to go on: evaluating its best.pt so far is what a user watching a run does."""
+    try:
+        folder = checkpoints.lock_folder(run_dir, shared=True)
+    except BlockingIOError:
+        folder = None
+    try:
+        yield
+    finally:
+        if folder is not None:
+            os.close(folder)
 
 
 def evaluate_test_set(args, trained, out_dir):

@@ -187,22 +187,12 @@ def code_version():
 
 
 def lock_folder(path):
-    """An open descriptor of the folder `path` holding an exclusive lock on it, or None where it cannot be
-    locked (Windows, some network file systems, a folder that can be written but not read); RunError if
-    another process holds the lock."""
+    """checkpoints.lock_folder, exclusive; RunError if another train.py, or an evaluate.py, holds it."""
     try:
-        folder = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        if data.lock(folder, wait=False):
-            return folder
+        return checkpoints.lock_folder(path)
     except BlockingIOError:
-        os.close(folder)
-        raise cli.RunError(f"{path} is in use by another train.py; wait for it to end (or stop it), or pass "
-                           "--run-dir for a new run") from None
-    os.close(folder)
-    return None
+        raise cli.RunError(f"{path} is in use by another train.py or by evaluate.py; wait for it to end (or stop "
+                           "it), or pass --run-dir for a new run") from None
 
 
 @contextlib.contextmanager

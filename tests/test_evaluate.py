@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import images
 import plot
 import runtime
 import strokes
+import train
 from model import CNN
 
 
@@ -222,6 +224,55 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(evaluated_run, real_mnist_d
     assert {path.name for path in run_dir.iterdir()} == {"config.json", "history.csv", "last.pt", "best.pt",
                                                          "accuracy.png", "loss.png", "notes.txt"}
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1
+
+
+def test_train_py_cannot_start_in_a_run_being_evaluated(trained_run, real_mnist_dir, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    tried = []
+    fit = evaluate.fit_on_validation
+
+    def train_meanwhile(*args):  # the moment evaluate.py is about to write its results
+        for how in (["--overwrite"], ["--resume"]):
+            tried.append(run_script("train.py", *how, "--epochs", 1, *TINY_RUN, "--data-dir", real_mnist_dir,
+                                    "--run-dir", run_dir, timeout=120))
+        return fit(*args)
+
+    monkeypatch.setattr(evaluate, "fit_on_validation", train_meanwhile)
+    evaluate.main(["--run-dir", str(run_dir), "--data-dir", str(real_mnist_dir)])
+    for result in tried:
+        assert one_line_error(result) == (f"error: {run_dir} is in use by another train.py or by evaluate.py; "
+                                          "wait for it to end (or stop it), or pass --run-dir for a new run")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert checkpoints.results_are_of(metrics, checkpoints.digest_of(run_dir / "best.pt"))
+    os.close(train.lock_folder(run_dir))  # and once it has ended, train.py can have the folder
+
+
+def test_evaluations_share_a_run_and_keep_train_py_out(tmp_path):
+    first = checkpoints.lock_folder(tmp_path, shared=True)
+    second = checkpoints.lock_folder(tmp_path, shared=True)  # two evaluate.py at once
+    with pytest.raises(BlockingIOError):
+        checkpoints.lock_folder(tmp_path)
+    os.close(first)
+    with pytest.raises(BlockingIOError):
+        checkpoints.lock_folder(tmp_path)  # the one still going keeps it
+    os.close(second)
+    training = checkpoints.lock_folder(tmp_path)
+    with pytest.raises(BlockingIOError):
+        checkpoints.lock_folder(tmp_path, shared=True)
+    os.close(training)
+
+
+def test_a_run_in_training_can_be_evaluated(trained_run, real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    folder = train.lock_folder(run_dir)  # as a train.py at work there holds it
+    try:
+        result = run_script("evaluate.py", "--run-dir", run_dir, "--data-dir", real_mnist_dir)
+    finally:
+        os.close(folder)
+    assert result.returncode == 0, result.stderr
+    assert (run_dir / "metrics.json").exists()
 
 
 def test_evaluate_images_names_the_files_it_left_out(trained_run, tmp_path):
