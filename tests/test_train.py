@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from conftest import ROOT, TINY_RUN, one_line_error, run_script, run_until, same_weights
 from PIL import Image
@@ -430,6 +431,26 @@ def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_
     assert same_weights(straight / "last.pt", killed / "last.pt")
     assert all(torch.equal(t, b["trained"][k]) for k, t in a["trained"].items())
     assert not torch.equal(a["model"]["L5.weight"], a["trained"]["L5.weight"])  # "model" is the average
+
+
+def test_the_moving_average_warms_up_so_a_short_run_is_not_averaged_with_its_start():
+    model = nn.Linear(3, 2)
+    averaged = train.moving_average(model, 0.999)
+    averaged.update_parameters(model)  # the first step's weights
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    for _ in range(200):  # a plain average at 0.999 would still hold 82% of the first step's
+        averaged.update_parameters(model)
+    for p in averaged.module.parameters():
+        assert torch.allclose(p, torch.ones_like(p), atol=1e-3)
+    averaged.n_averaged.fill_(100_000)  # and once warm, each step moves it by 1 - decay
+    with torch.no_grad():
+        for p in averaged.module.parameters():
+            p.zero_()
+    averaged.update_parameters(model)
+    for p in averaged.module.parameters():
+        assert torch.allclose(p, torch.full_like(p, 0.001))
 
 
 def test_an_epoch_trains_on_augmented_images_with_smoothed_labels_unless_told_not_to():
