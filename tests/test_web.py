@@ -323,7 +323,7 @@ def test_clear_right_after_a_drop_leaves_the_pad_blank(page):
             document.getElementById('drop-zone').dispatchEvent(new DragEvent('drop', {dataTransfer: transfer}));
             document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}));
         }""", base64.b64encode(png_bytes(photo)).decode())
-    expect(page.locator(".result-panel")).to_have_attribute("aria-busy", "false")
+    settled(page)
     page.wait_for_timeout(300)  # and the page has had time to paint the photo, were it still going to
     assert pad_is_blank(page)
     expect(page.get_by_label("Predicted digit")).to_have_text("?")  # the answer about the photo was dropped
@@ -372,11 +372,8 @@ def test_a_calibrated_checkpoint_is_said_to_be(browser, reader_run, tmp_path):
     (tmp_path / "run").mkdir()
     best = shutil.copy(reader_run / "best.pt", tmp_path / "run")
     checkpoints.save_temperature(best, checkpoints.load(best), 1.5, "a test")  # as evaluate.py would
-    with serving(tmp_path / "run") as address:
-        page = browser.new_page(viewport={"width": 1100, "height": 800})
-        page.goto(address)
+    with serving(tmp_path / "run") as address, opened(browser, address) as page:
         expect(page.locator("#model")).to_contain_text("; calibrated, temperature 1.50) on ")
-        page.close()
 
 
 def test_a_server_that_is_gone_is_said_to_be(page):
@@ -411,9 +408,7 @@ def test_the_page_fits_a_phone(browser, served, width, height):
 
 
 def test_a_fashion_checkpoint_gets_a_page_about_clothes(browser, fashion_run, tmp_path):
-    with serving(fashion_run) as address:
-        page = browser.new_page(viewport={"width": 1100, "height": 800})
-        page.goto(address)
+    with serving(fashion_run) as address, opened(browser, address) as page:
         expect(page.get_by_role("heading")).to_have_text("Draw a piece of clothing")
         expect(page).to_have_title("Fashion-MNIST reader")
         expect(page.get_by_label("Drawing pad")).to_have_attribute("aria-label", re.compile("garment"))
@@ -423,6 +418,5 @@ def test_a_fashion_checkpoint_gets_a_page_about_clothes(browser, fashion_run, tm
                                        (70, 370)], fill=30)
         photo.save(tmp_path / "trousers.png")
         page.get_by_text("Choose an image").set_input_files(tmp_path / "trousers.png")
-        expect(page.get_by_label("What the network reads")).to_have_attribute("aria-busy", "false")
+        settled(page)
         assert page.get_by_label("Predicted class").inner_text() in data.FASHION_MNIST.classes
-        page.close()
