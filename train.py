@@ -420,7 +420,8 @@ def train(args, device, given):
         # Asked only now that the state is restored, so that a last.pt this code cannot continue is refused,
         # not called finished (the cost: the data is read, or fetched into a new --data-dir, first).
         if start_epoch > args.epochs or checkpoints.reached_target(history, args.target_acc):
-            mend_history(run_dir / "history.csv", history)
+            with resumable_if_a_write_fails(run_dir):
+                mend_history(run_dir / "history.csv", history)
             raise Finished(f"nothing to resume: {run_dir} finished after epoch {checkpoint['epoch']} of "
                            f"{args.epochs}. {what_next(run_dir, history, args.data_dir)}")
         print(f"resuming {run_dir} after epoch {checkpoint['epoch']} of {args.epochs}")

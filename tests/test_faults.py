@@ -547,6 +547,23 @@ def test_a_full_disk_at_history_csv_says_how_to_resume_from_the_epoch_just_saved
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3  # a plain rerun is refused: resume it
 
 
+def test_a_full_disk_while_mending_a_finished_runs_history_says_how_to_go_on(trained_run, real_mnist_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    (run_dir / "history.csv").write_text("\n".join(lines[:2]) + "\n")  # killed after last.pt, before this file
+    before = (run_dir / "history.csv").read_bytes()
+    full = run_script("train.py", "--resume", "--data-dir", real_mnist_dir, "--run-dir", run_dir,
+                      preexec_fn=file_size_limit(len(before)))
+    error = one_line_error(full)
+    assert "could not write" in error and "history.csv" in error
+    assert error.endswith(f"Resume with: python train.py --run-dir {run_dir} --resume")
+    assert (run_dir / "history.csv").read_bytes() == before
+    mended = run_script("train.py", "--resume", "--data-dir", real_mnist_dir, "--run-dir", run_dir)
+    assert mended.returncode == 0 and "nothing to resume" in mended.stdout, mended.stderr
+    assert len(checkpoints.read_history(run_dir / "history.csv")) == len(lines) - 1
+
+
 def test_data_dir_that_is_a_file_is_refused(tmp_path):
     not_a_folder = tmp_path / "data.txt"
     not_a_folder.write_text("not a folder")
