@@ -18,7 +18,7 @@ RUNTIME_OPTIONS = {"device", "data_dir", "run_dir", "resume", "overwrite"}
 # train.py's options added after runs had been made: a run whose config lacks one ran with this value.
 ADDED_LATER = {"dataset": "mnist", "elastic": 0.0, "shear": 0.0, "thickness": 0.0, "blur": 0.0, "noise": 0.0,
                "weight_decay": 0.0, "dropout": 0.0, "degrees": None, "scale": None, "shift": None,
-               "ema": 0.0}
+               "ema": 0.0, "clean_epochs": 0}
 
 
 class RunError(RuntimeError):
@@ -108,6 +108,14 @@ def non_negative(text):
     """An argparse type: a finite number of 0 or more."""
     value = _parse(float, text)
     if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def count(text):
+    """An argparse type: a whole number of 0 or more."""
+    value = _parse(int, text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 

@@ -132,9 +132,9 @@ def our_training(data_dir, dataset, precision, subset=12_800, repeats=3):
             pass
 
     plain = median_seconds(lambda: batching(None), repeats)
-    every_effect = train.augmentation(train.parse_args([*EVERY_EFFECT, "--dataset", dataset.name]))
+    every_effect = train.augmentation(train.parse_args([*EVERY_EFFECT, "--dataset", dataset.name]), 1)
     shares = {name: (median_seconds(functools.partial(batching, augmentation), repeats) - plain) / seconds
-              for name, augmentation in (("default", train.augmentation(args)), ("every effect", every_effect))}
+              for name, augmentation in (("default", train.augmentation(args, 1)), ("every effect", every_effect))}
     return subset / seconds, shares
 
 

@@ -132,6 +132,7 @@ def test_run_directory_holds_everything(trained_run):
     assert float(rows[-1]["lr"]) == pytest.approx(1.2e-8) and float(rows[0]["lr"]) > 1e-3
     config = json.loads((run_dir / "config.json").read_text())
     assert config["epochs"] == 2 and config["seed"] == 0 and config["torch"] == str(torch.__version__)
+    assert config["clean_epochs"] == 1 and "2 epochs of batch 64, the last 1 without augmentation" in result.stdout
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert config["code"] in ((head, head + "+changes") if head else (None,))  # the commit it was trained with
     assert config["device_used"] == runtime.pick_device("auto").type and "torchvision" in config
@@ -454,33 +455,57 @@ def test_the_moving_average_warms_up_so_a_short_run_is_not_averaged_with_its_sta
 
 
 def test_an_epoch_trains_on_augmented_images_with_smoothed_labels_unless_told_not_to():
-    images = torch.zeros(64, 28, 28, dtype=torch.uint8)
-    images[:, 6:22, 12:16] = 255
-    labels = torch.arange(64) % 10
-
-    def weights_after_an_epoch(*options):
-        args = train.parse_args(["--batch-size", "32", "--epochs", "1", *options])
-        model, optimizer, scheduler = train.build(args, len(images), torch.device("cpu"))
-        train.train_one_epoch(model, optimizer, scheduler, images, labels, args, 1)
-        return torch.cat([p.detach().flatten() for p in model.parameters()])
-
     plain = weights_after_an_epoch("--no-augment")
     assert torch.equal(weights_after_an_epoch("--no-augment"), plain)  # the same seed, the same weights
     assert not torch.equal(weights_after_an_epoch(), plain)  # the default warps what it trains on
     assert not torch.equal(weights_after_an_epoch("--no-augment", "--label-smoothing", "0"), plain)  # and smooths
 
 
+def test_the_last_clean_epochs_train_on_the_images_as_they_are():
+    assert train.parse_args([]).clean_epochs == 1 and train.parse_args(["--dataset", "fashion-mnist"]).clean_epochs == 0
+    last = weights_after_an_epoch(epoch=2)  # of 2: MNIST's last epoch is clean
+    assert torch.equal(last, weights_after_an_epoch("--no-augment", epoch=2))
+    assert not torch.equal(weights_after_an_epoch("--clean-epochs", "0", epoch=2), last)
+    # More than the run has: all but the first, which one epoch of MNIST needs warped
+    assert torch.equal(weights_after_an_epoch("--clean-epochs", "5"), weights_after_an_epoch())
+    assert torch.equal(weights_after_an_epoch("--clean-epochs", "5", epoch=2), last)
+    one_epoch = train.parse_args(["--epochs", "1"])
+    assert train.augmentation(one_epoch, epoch=1) == data.MNIST.augmentation
+
+
+def test_a_run_from_before_clean_epochs_resumes_augmenting_every_epoch(tmp_path, capsys):
+    args = train.parse_args([])
+    train.restore_args(args, {"config": {"epochs": 6, "seed": 0}}, tmp_path, given=set())
+    assert args.clean_epochs == 0
+    with pytest.raises(SystemExit):
+        train.parse_args(["--clean-epochs", "-1"])
+    assert "--clean-epochs: must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def weights_after_an_epoch(*options, epoch=1):
+    """The weights after epoch `epoch` of 2 of train.py's epoch function, from the seed's start, on 64 images."""
+    images = torch.zeros(64, 28, 28, dtype=torch.uint8)
+    images[:, 6:22, 12:16] = 255
+    args = train.parse_args(["--batch-size", "32", "--epochs", "2", *options])
+    model, optimizer, scheduler = train.build(args, len(images), torch.device("cpu"))
+    train.train_one_epoch(model, optimizer, scheduler, images, torch.arange(64) % 10, args, epoch)
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
 def test_augmentation_options_reach_the_augmentation():
-    assert train.augmentation(train.parse_args([])) == data.MNIST.augmentation
-    chosen = train.augmentation(train.parse_args(["--thickness", "0.3", "--blur", "0.5", "--shear", "0.2"]))
+    def first_epochs(*options):
+        return train.augmentation(train.parse_args(list(options)), epoch=1)
+
+    assert first_epochs() == data.MNIST.augmentation
+    chosen = first_epochs("--thickness", "0.3", "--blur", "0.5", "--shear", "0.2")
     assert (chosen.thickness, chosen.blur, chosen.shear) == (0.3, 0.5, 0.2)
     assert chosen.degrees == data.MNIST.augmentation.degrees  # the rest as the dataset has it
-    geometry = train.augmentation(train.parse_args(["--rotation", "15", "--scale", "0.2", "--shift", "3"]))
+    geometry = first_epochs("--rotation", "15", "--scale", "0.2", "--shift", "3")
     assert (geometry.degrees, geometry.scale, geometry.shift) == (15, 0.2, 3)
-    assert train.augmentation(train.parse_args(["--dataset", "fashion-mnist", "--rotation", "5"])).flip
-    fashion = train.augmentation(train.parse_args(["--dataset", "fashion-mnist"]))
+    assert first_epochs("--dataset", "fashion-mnist", "--rotation", "5").flip
+    fashion = first_epochs("--dataset", "fashion-mnist")
     assert fashion == data.FASHION_MNIST.augmentation and fashion.flip
-    assert train.augmentation(train.parse_args(["--no-augment", "--blur", "0.5"])) is None
+    assert first_epochs("--no-augment", "--blur", "0.5") is None
 
 
 def test_weight_decay_shrinks_the_weights_and_zero_is_plain_adam():
