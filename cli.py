@@ -104,20 +104,14 @@ def positive(kind):
     return parse
 
 
-def non_negative(text):
-    """An argparse type: a finite number of 0 or more."""
-    value = _parse(float, text)
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def count(text):
-    """An argparse type: a whole number of 0 or more."""
-    value = _parse(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
+def non_negative(kind):
+    """An argparse type: an int or float of 0 or more (and finite)."""
+    def parse(text):
+        value = _parse(kind, text)
+        if not (value >= 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+        return value
+    return parse
 
 
 def between(low, high):

@@ -44,7 +44,7 @@ def build_parser():
                    help="peak learning rate of the one-cycle schedule (default: 3e-3)")
     p.add_argument("--label-smoothing", type=cli.fraction, default=0.1,
                    help="label smoothing of the training loss, in [0, 1) (default: 0.1)")
-    p.add_argument("--weight-decay", type=cli.non_negative, default=0.0,
+    p.add_argument("--weight-decay", type=cli.non_negative(float), default=0.0,
                    help="decoupled weight decay (AdamW) per unit of learning rate (default: 0, plain Adam)")
     p.add_argument("--dropout", type=cli.fraction, default=0.0,
                    help="fraction of the first two linear layers' inputs dropped at random in training "
@@ -80,7 +80,7 @@ def build_parser():
                    help="largest blur, as a fraction (up to 1) of a 3x3 Gaussian's (default: 0, none)")
     p.add_argument("--noise", type=cli.between(0, 1), default=0.0,
                    help="largest standard deviation of the noise added to the ink, up to 1 (default: 0, none)")
-    p.add_argument("--clean-epochs", type=cli.count, default=None,
+    p.add_argument("--clean-epochs", type=cli.non_negative(int), default=None,
                    help="how many of the last epochs train on the images as they are, unaugmented, so that the "
                         "network ends on digits as they are written; never the first epoch (default: the "
                         "dataset's, MNIST 1, Fashion-MNIST 0)")
