@@ -212,7 +212,8 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(evaluated_run, real_mnist_d
         (tmp_path / "mine" / str(digit)).mkdir(parents=True)
         (tmp_path / "mine" / str(digit) / "a.png").write_bytes(png_of(strokes.render(digit)))
     assert run_script("evaluate.py", "--run-dir", run_dir, "--images", tmp_path / "mine").returncode == 0
-    assert run_script("evaluate.py", "--checkpoint", run_dir / "last.pt", "--data-dir", real_mnist_dir).returncode == 0
+    # Into evaluation-last/external-mine/: the folder of another checkpoint's results, made in seconds.
+    assert run_script("evaluate.py", "--checkpoint", run_dir / "last.pt", "--images", tmp_path / "mine").returncode == 0
     (run_dir / "notes.txt").write_text("mine")
     before = {path.name for path in run_dir.iterdir()}
     assert {"metrics.json", "temperature.json", "report.md", "external-mine", "evaluation-last"} <= before
