@@ -71,7 +71,6 @@ class Dataset:
     std: float
     classes: tuple
     augmentation: Augmentation  # the training augmentation that suits it
-    clean_epochs: int = 0  # how many of a run's last epochs train on its images as they are, unaugmented
 
 
 MNIST = Dataset(
@@ -80,7 +79,7 @@ MNIST = Dataset(
      "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
      "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
      "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"},
-    0.1307, 0.3081, tuple(str(digit) for digit in range(10)), Augmentation(), clean_epochs=1)
+    0.1307, 0.3081, tuple(str(digit) for digit in range(10)), Augmentation())
 # Clothes are photographed upright and either way round: shifted and mirrored, never rotated.
 FASHION_MNIST = Dataset(
     "fashion-mnist", "FashionMNIST",

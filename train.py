@@ -80,10 +80,9 @@ def build_parser():
                    help="largest blur, as a fraction (up to 1) of a 3x3 Gaussian's (default: 0, none)")
     p.add_argument("--noise", type=cli.between(0, 1), default=0.0,
                    help="largest standard deviation of the noise added to the ink, up to 1 (default: 0, none)")
-    p.add_argument("--clean-epochs", type=cli.non_negative(int), default=None,
+    p.add_argument("--clean-epochs", type=cli.non_negative(int), default=1,
                    help="how many of the last epochs train on the images as they are, unaugmented, so that the "
-                        "network ends on digits as they are written; never the first epoch (default: the "
-                        "dataset's, MNIST 1, Fashion-MNIST 0)")
+                        "network ends on images as they come; never the first epoch (default: 1)")
     p.add_argument("--target-acc", type=float, default=None,
                    help="stop once validation accuracy reaches this fraction, e.g. 0.99")
     cli.add_dataset_option(p, default="mnist")
@@ -107,8 +106,6 @@ def parse_args(argv=None, parser=None):
     args = p.parse_args(argv)
     if args.target_acc is not None and not 0 < args.target_acc <= 1:
         p.error(f"--target-acc must be a fraction in (0, 1], got {args.target_acc}")
-    if args.clean_epochs is None:  # kept as a number, so that config.json says what the run did
-        args.clean_epochs = data.DATASETS[args.dataset].clean_epochs
     return args
 
 

@@ -462,8 +462,10 @@ def test_an_epoch_trains_on_augmented_images_with_smoothed_labels_unless_told_no
 
 
 def test_the_last_clean_epochs_train_on_the_images_as_they_are():
-    assert train.parse_args([]).clean_epochs == 1 and train.parse_args(["--dataset", "fashion-mnist"]).clean_epochs == 0
-    last = weights_after_an_epoch(epoch=2)  # of 2: MNIST's last epoch is clean
+    for dataset in data.DATASETS:  # by default the last epoch of either dataset is clean, and only the last
+        args = train.parse_args(["--dataset", dataset])
+        assert train.augmentation(args, epoch=args.epochs) is None and train.augmentation(args, epoch=args.epochs - 1)
+    last = weights_after_an_epoch(epoch=2)  # of 2
     assert torch.equal(last, weights_after_an_epoch("--no-augment", epoch=2))
     assert not torch.equal(weights_after_an_epoch("--clean-epochs", "0", epoch=2), last)
     # More than the run has: all but the first, which one epoch of MNIST needs warped
