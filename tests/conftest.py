@@ -8,10 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
+# The suite runs on every core at once (pytest-xdist, `-n auto` in pyproject.toml): each test process, and each
+# script it starts, then takes one thread rather than every core, which several at once would fight over.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -21,6 +25,9 @@ import data  # noqa: E402
 TINY_SIZES = {"train": 64, "t10k": 16}
 # A real run made small: few images, small batches, so that a script finishes in seconds.
 TINY_RUN = ["--subset", 256, "--batch-size", 64, "--val-size", 500]
+# The environment of a script run as a user runs it: with a thread per core, where the order in which threads
+# add up their shares could make two runs differ.
+EVERY_CORE = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
 
 
 FAULTS = {"tried": 0, "survived": 0}
@@ -111,10 +118,10 @@ def one_line_error(result):
     return lines[0]
 
 
-def run_until(script, *args, marker, sig, timeout=300):
+def run_until(script, *args, marker, sig, timeout=300, env=None):
     """Start a script, send it `sig` as soon as a line of its stdout contains `marker`; return
     (exit code, stdout so far, stderr)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import ROOT, TINY_RUN, one_line_error, run_script, run_until, same_weights
+from conftest import EVERY_CORE, ROOT, TINY_RUN, one_line_error, run_script, run_until, same_weights
 from PIL import Image
 
 import checkpoints
@@ -413,16 +413,18 @@ def test_saved_random_state_brings_back_the_same_draws(device):
 def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_path):
     # With dropout, so the random state that masks draw from must come back too, and with a moving
     # average of the weights, which must come back beside the weights it follows.
+    # On every core, as a user's runs are, not the one thread the rest of the suite gives each script.
     common = ["--epochs", 3, *TINY_RUN, "--dropout", 0.3, "--ema", 0.9, "--data-dir", real_mnist_dir]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert run_script("train.py", *common, "--run-dir", straight).returncode == 0
-    code, _, _ = run_until("train.py", *common, "--run-dir", killed, marker="epoch  1/3", sig=signal.SIGKILL)
+    assert run_script("train.py", *common, "--run-dir", straight, env=EVERY_CORE).returncode == 0
+    code, _, _ = run_until("train.py", *common, "--run-dir", killed, marker="epoch  1/3", sig=signal.SIGKILL,
+                           env=EVERY_CORE)
     assert code == -signal.SIGKILL
     last = torch.load(killed / "last.pt", weights_only=True)
     assert last["epoch"] < 3
     last["config"]["code"] = "0" * 40  # as if the epochs so far had been trained by an earlier commit
     checkpoints.save(killed / "last.pt", last)
-    resumed = run_script("train.py", "--resume", "--run-dir", killed, "--data-dir", real_mnist_dir)
+    resumed = run_script("train.py", "--resume", "--run-dir", killed, "--data-dir", real_mnist_dir, env=EVERY_CORE)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     config = json.loads((killed / "config.json").read_text())
