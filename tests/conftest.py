@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The suite runs on every core at once (pytest-xdist, `-n auto` in pyproject.toml): each test process, and each
-# script it starts, then takes one thread rather than every core, which several at once would fight over.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Under pytest-xdist (`-n auto` in pyproject.toml) the workers share the cores: each worker, and each script it
+# starts, takes its share of threads rather than every core, which they would fight over.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    share = max(1, os.cpu_count() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -25,8 +27,8 @@ import data  # noqa: E402
 TINY_SIZES = {"train": 64, "t10k": 16}
 # A real run made small: few images, small batches, so that a script finishes in seconds.
 TINY_RUN = ["--subset", 256, "--batch-size", 64, "--val-size", 500]
-# The environment of a script run as a user runs it: with a thread per core, where the order in which threads
-# add up their shares could make two runs differ.
+# The environment of a script run as a user runs it, with a thread per core (not a worker's share), where the
+# order in which threads add up their parts could make two runs differ.
 EVERY_CORE = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
 
 
