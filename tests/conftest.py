@@ -11,7 +11,7 @@ from pathlib import Path
 # Under pytest-xdist (`-n auto` in pyproject.toml) the workers share the cores: each worker, and each script it
 # starts, takes its share of threads rather than every core, which they would fight over.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    share = max(1, os.cpu_count() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ.setdefault("OMP_NUM_THREADS", str(share))
 
 import numpy as np  # noqa: E402
@@ -29,7 +29,7 @@ TINY_SIZES = {"train": 64, "t10k": 16}
 TINY_RUN = ["--subset", 256, "--batch-size", 64, "--val-size", 500]
 # The environment of a script run as a user runs it, with a thread per core (not a worker's share), where the
 # order in which threads add up their parts could make two runs differ.
-EVERY_CORE = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count())}
+EVERY_CORE = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
 
 
 FAULTS = {"tried": 0, "survived": 0}

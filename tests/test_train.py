@@ -413,7 +413,7 @@ def test_saved_random_state_brings_back_the_same_draws(device):
 def test_resume_after_a_kill_gives_bitwise_the_same_weights(real_mnist_dir, tmp_path):
     # With dropout, so the random state that masks draw from must come back too, and with a moving
     # average of the weights, which must come back beside the weights it follows.
-    # On every core, as a user's runs are, not the one thread the rest of the suite gives each script.
+    # On every core, as a user's runs are, not on a test worker's share of them.
     common = ["--epochs", 3, *TINY_RUN, "--dropout", 0.3, "--ema", 0.9, "--data-dir", real_mnist_dir]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run_script("train.py", *common, "--run-dir", straight, env=EVERY_CORE).returncode == 0
